@@ -1,0 +1,107 @@
+"""The dataset card: what a model needs to know about its data, saved with every checkpoint.
+
+A checkpoint carrying its card can be loaded for inference without the training data on disk.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import numpy as np
+
+
+@dataclasses.dataclass(frozen=True)
+class MouseCard:
+    """One mouse: its neurons and the statistics used to normalize its inputs and outputs."""
+
+    name: str
+    unit_ids: np.ndarray  # int64 [N]
+    coordinates: np.ndarray  # float32 [N, 3], cortical position in microns
+    mean_response: np.ndarray  # float32 [N], training-tier mean in normalized units
+    response_scale: np.ndarray  # float32 [N], raw = normalized * response_scale
+    video_mean: float
+    video_std: float
+    behavior_scale: np.ndarray  # float32 [k], normalized = raw / behavior_scale
+    pupil_mean: np.ndarray  # float32 [2]
+    pupil_std: np.ndarray  # float32 [2]
+
+    @property
+    def n_neurons(self) -> int:
+        return int(self.unit_ids.shape[0])
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetCard:
+    """All mice of a data set in a fixed order; a mouse's index is its id in batches."""
+
+    mice: tuple[MouseCard, ...]
+    frame_shape: tuple[int, int]  # (H, W)
+    behavior_dim: int
+    kind: str = "video"  # "video" (2023) or "static" (2022)
+    synthetic: bool = False
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.mice)
+
+    @property
+    def n_neurons(self) -> tuple[int, ...]:
+        return tuple(m.n_neurons for m in self.mice)
+
+    @property
+    def max_neurons(self) -> int:
+        return max(self.n_neurons)
+
+    def index(self, mouse: str | int) -> int:
+        if isinstance(mouse, (int, np.integer)):
+            if not 0 <= int(mouse) < len(self.mice):
+                raise KeyError(f"mouse index {mouse} out of range 0..{len(self.mice) - 1}")
+            return int(mouse)
+        try:
+            return self.names.index(mouse)
+        except ValueError:
+            raise KeyError(f"unknown mouse {mouse!r}; known: {', '.join(self.names)}") from None
+
+    def to_json(self) -> str:
+        return json.dumps(_to_jsonable(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_json(cls, text: str) -> "DatasetCard":
+        raw = json.loads(text)
+        mice = []
+        for m in raw["mice"]:
+            mice.append(
+                MouseCard(
+                    name=m["name"],
+                    unit_ids=np.asarray(m["unit_ids"], np.int64),
+                    coordinates=np.asarray(m["coordinates"], np.float32).reshape(-1, 3),
+                    mean_response=np.asarray(m["mean_response"], np.float32),
+                    response_scale=np.asarray(m["response_scale"], np.float32),
+                    video_mean=float(m["video_mean"]),
+                    video_std=float(m["video_std"]),
+                    behavior_scale=np.asarray(m["behavior_scale"], np.float32),
+                    pupil_mean=np.asarray(m["pupil_mean"], np.float32),
+                    pupil_std=np.asarray(m["pupil_std"], np.float32),
+                )
+            )
+        return cls(
+            mice=tuple(mice),
+            frame_shape=tuple(raw["frame_shape"]),
+            behavior_dim=int(raw["behavior_dim"]),
+            kind=raw.get("kind", "video"),
+            synthetic=bool(raw.get("synthetic", False)),
+        )
+
+
+def _to_jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
