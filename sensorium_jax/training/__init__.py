@@ -1,0 +1,1 @@
+"""Training: sharded pure train steps, schedules, checkpoints and the training loop."""

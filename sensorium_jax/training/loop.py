@@ -1,0 +1,231 @@
+"""The training loop: data, model, sharded steps, validation, checkpoints, progress."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import jax
+import ml_collections
+import numpy as np
+from flax import nnx
+from tqdm.auto import tqdm
+
+from sensorium_jax.data.datasets import open_training_store, oracle_ceiling
+from sensorium_jax.data.pipeline import make_train_dataset
+from sensorium_jax.models import build_model, get_loss
+from sensorium_jax.training import checkpointing
+from sensorium_jax.training.logging_utils import MetricsWriter
+from sensorium_jax.training.mesh import global_batch, make_data_mesh, replicate
+from sensorium_jax.training.schedules import (
+    PlateauState,
+    learning_rate_schedule,
+    make_optimizer,
+    plateau_update,
+)
+from sensorium_jax.training.state import create_train_state
+from sensorium_jax.training.steps import make_predict_step, make_train_step
+from sensorium_jax.training.validation import single_trial_score
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/inf; the last good checkpoint is left untouched."""
+
+
+@dataclasses.dataclass
+class TrainingSummary:
+    workdir: str
+    steps: int
+    best_validation_correlation: float
+    best_step: int
+    oracle_ceiling: float | None
+    checkpoint: str
+    wall_seconds: float
+
+    @property
+    def fraction_of_ceiling(self) -> float | None:
+        if not self.oracle_ceiling:
+            return None
+        return self.best_validation_correlation / self.oracle_ceiling
+
+    def as_dict(self) -> dict:
+        return {**dataclasses.asdict(self), "fraction_of_ceiling": self.fraction_of_ceiling}
+
+
+def train_and_evaluate(
+    config: ml_collections.ConfigDict,
+    workdir: str | Path,
+    on_step: Callable[[int], None] | None = None,
+) -> TrainingSummary:
+    """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one."""
+    started = time.time()
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    is_main = jax.process_index() == 0
+
+    store = open_training_store(config.data)
+    card = store.card()
+    mice = card.names
+    if is_main:
+        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+        (workdir / "dataset_card.json").write_text(card.to_json())
+
+    mesh = make_data_mesh()
+    model = build_model(config.model, card, nnx.Rngs(config.seed))
+    total_steps = int(config.train.steps)
+    tx = make_optimizer(config.optimizer, learning_rate_schedule(config.schedule, total_steps))
+    graphdef, state = create_train_state(model, tx)
+    state = replicate(state, mesh)
+    del model
+
+    dataset = make_train_dataset(
+        store,
+        clip_length=config.data.clip_length,
+        clips_per_mouse=config.data.clips_per_mouse,
+        mouse_sampling=config.data.mouse_sampling,
+        batch_size=config.data.batch_size or None,
+        seed=config.seed,
+        tiers=tuple(config.data.train_tiers),
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        read_threads=config.data.read_threads,
+        prefetch=config.data.prefetch,
+    )
+    iterator = iter(dataset)
+
+    checkpoints = checkpointing.Checkpoints(workdir)
+    plateau = PlateauState()
+    if checkpoints.latest_step() is not None:
+        state, meta = checkpoints.restore(checkpointing.LATEST, state, iterator)
+        plateau = PlateauState(**meta["plateau"])
+        if is_main:
+            print(f"Resuming from step {int(state.step)} in {checkpoints.root / checkpointing.LATEST}")
+
+    train_step = make_train_step(graphdef, tx, get_loss(config.train.loss), mesh)
+    predict_step = make_predict_step(graphdef, mesh)
+    writer = MetricsWriter(workdir)
+    eval_every = int(config.train.eval_every)
+
+    def evaluate(current) -> tuple[float, dict[str, float]]:
+        return single_trial_score(
+            lambda batch: predict_step(current.params, current.rest, batch),
+            store,
+            mice,
+            config.data.validation_tier,
+            config.data.eval_batch_size,
+            config.train.burn_in,
+            mesh,
+        )
+
+    def checkpoint_meta(current_plateau: PlateauState) -> dict:
+        return {
+            "plateau": dataclasses.asdict(current_plateau),
+            "config": json.loads(config.to_json_best_effort()),
+            "dataset_card": json.loads(card.to_json()),
+            "model": config.model.name,
+        }
+
+    step = int(state.step)
+    if step == 0:
+        initial_score, _ = evaluate(state)
+        writer.write(0, "validation", validation_correlation=initial_score)
+        if is_main:
+            print(f"untrained validation correlation: {initial_score:.4f}")
+
+    clips_per_step = None
+    progress = tqdm(total=total_steps, initial=step, disable=not is_main, desc="train", unit="step", dynamic_ncols=True)
+    pending_losses = []
+    window_start, window_steps = time.time(), 0
+    stopped_early = False
+    try:
+        while step < total_steps:
+            local = next(iterator)
+            batch = global_batch(local, mesh)
+            clips_per_step = batch["mouse"].shape[0]
+            state, step_metrics = train_step(state, batch)
+            step += 1
+            window_steps += 1
+            pending_losses.append(step_metrics["loss"])
+            progress.update(1)
+            if on_step is not None:
+                on_step(step)
+            if step % config.train.log_every == 0 or step % eval_every == 0 or step == total_steps:
+                losses = np.asarray(jax.device_get(pending_losses), np.float64)
+                pending_losses = []
+                if not np.all(np.isfinite(losses)):
+                    raise NonFiniteLossError(
+                        f"loss became {losses[~np.isfinite(losses)][0]} at or before step {step}; stopped. "
+                        f"The last good checkpoint is kept in {checkpoints.root / checkpointing.LATEST}. "
+                        "Try a lower learning rate (--config.schedule.learning_rate) or check the data."
+                    )
+                elapsed = max(time.time() - window_start, 1e-9)
+                clips_per_second = window_steps * clips_per_step / elapsed
+                window_start, window_steps = time.time(), 0
+                progress.set_postfix(loss=f"{losses[-1]:.4f}", clips_s=f"{clips_per_second:.1f}")
+                writer.write(step, "train", loss=losses.mean(), clips_per_second=clips_per_second,
+                             learning_rate_scale=plateau.scale)
+            if step % eval_every == 0 or step == total_steps:
+                score, per_mouse = evaluate(state)
+                improved = score > plateau.best + 1e-6
+                plateau, stop = plateau_update(
+                    plateau, score, step,
+                    factor=config.schedule.plateau_factor,
+                    patience=config.schedule.plateau_patience,
+                    max_reductions=config.schedule.max_reductions,
+                )
+                if config.schedule.name != "plateau":
+                    plateau, stop = dataclasses.replace(plateau, scale=1.0), False
+                state = state.replace(lr_scale=replicate(np.float32(plateau.scale), mesh))
+                writer.write(step, "validation", validation_correlation=score, per_mouse=per_mouse,
+                             learning_rate_scale=plateau.scale)
+                progress.write(f"step {step}: validation correlation {score:.4f} (best {plateau.best:.4f})")
+                meta = checkpoint_meta(plateau)
+                checkpoints.save(checkpointing.LATEST, step, state, iterator, meta, score)
+                if improved:
+                    checkpoints.save(checkpointing.BEST, step, state, None, meta, score)
+                if stop:
+                    stopped_early = True
+                    progress.write(f"early stopping at step {step}: no improvement after "
+                                   f"{plateau.reductions} learning-rate reductions")
+                    break
+    finally:
+        progress.close()
+        checkpoints.wait()
+
+    checkpoints.close()
+    oracle = oracle_ceiling(store, config.data.validation_tier)
+    summary = TrainingSummary(
+        workdir=str(workdir),
+        steps=step,
+        best_validation_correlation=float(plateau.best),
+        best_step=int(plateau.best_step),
+        oracle_ceiling=oracle,
+        checkpoint=str(checkpoints.root / checkpointing.BEST),
+        wall_seconds=time.time() - started,
+    )
+    if is_main:
+        (workdir / "summary.json").write_text(json.dumps(summary.as_dict(), indent=2))
+        _print_summary(summary, stopped_early)
+    return summary
+
+
+def _print_summary(summary: TrainingSummary, stopped_early: bool) -> None:
+    lines = [
+        "",
+        "Training finished" + (" (early stopping)" if stopped_early else ""),
+        f"  steps:                        {summary.steps}",
+        f"  best validation correlation:  {summary.best_validation_correlation:.4f} (step {summary.best_step})",
+    ]
+    if summary.oracle_ceiling:
+        lines.append(
+            f"  synthetic oracle ceiling:     {summary.oracle_ceiling:.4f} "
+            f"(reached {summary.fraction_of_ceiling:.0%})"
+        )
+    lines += [
+        f"  best checkpoint:              {summary.checkpoint}",
+        f"  wall time:                    {summary.wall_seconds / 60:.1f} min",
+    ]
+    print("\n".join(lines))

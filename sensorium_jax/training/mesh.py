@@ -1,0 +1,56 @@
+"""Device placement: one ('data',) mesh over all devices of all processes.
+
+State is replicated, batches are sharded on their leading axis. Each process contributes
+its own slice of the global batch (multi-host), so the same code runs on one CPU, 8 GPUs
+or several hosts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+DATA_AXIS = "data"
+
+
+def make_data_mesh() -> jax.sharding.Mesh:
+    return jax.make_mesh((jax.device_count(),), (DATA_AXIS,))
+
+
+def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def batch_sharded(mesh: jax.sharding.Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P(DATA_AXIS))
+
+
+def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
+    return jax.device_put(tree, replicated(mesh))
+
+
+def global_batch(local_batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
+    """Assembles the global batch from every process's local slice (leading axis)."""
+    sharding = batch_sharded(mesh)
+    return {
+        key: jax.make_array_from_process_local_data(sharding, np.asarray(value))
+        for key, value in local_batch.items()
+    }
+
+
+def local_slice(global_size: int) -> slice:
+    """This process's contiguous share of a global batch of `global_size` examples."""
+    count, index = jax.process_count(), jax.process_index()
+    if global_size % count:
+        raise ValueError(f"global batch {global_size} is not divisible by {count} processes")
+    share = global_size // count
+    return slice(index * share, (index + 1) * share)
+
+
+def padded_size(size: int) -> int:
+    """Smallest batch size >= size that splits evenly over all devices."""
+    devices = jax.device_count()
+    return -(-size // devices) * devices
