@@ -1,0 +1,37 @@
+"""Shared fixtures: the tiny synthetic store is generated and converted once per session."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # for `from folders import ...`
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("cache")
+    os.environ["XDG_CACHE_HOME"] = str(path)  # subprocesses share the session's cache
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_store(cache_dir) -> Path:
+    from sensorium_jax.data.datasets import synthetic_store
+
+    return synthetic_store("tiny", seed=0, mice=0, cache_dir=str(cache_dir / "sensorium_jax"))
+
+
+@pytest.fixture
+def smoke_config(tiny_store):
+    sys.path.insert(0, str(REPO / "configs"))
+    import importlib
+
+    smoke = importlib.import_module("smoke")
+    config = smoke.get_config()
+    config.data.store = str(tiny_store)
+    return config

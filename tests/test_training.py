@@ -1,0 +1,142 @@
+"""The trainer learns, shards, resumes exactly, runs multi-process and stops on NaN."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from sensorium_jax.training import checkpointing, loop
+from sensorium_jax.training.logging_utils import read_metrics
+from sensorium_jax.training.loop import NonFiniteLossError, train_and_evaluate
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _latest_params(workdir: Path) -> list[np.ndarray]:
+    manager = checkpointing.Checkpoints(workdir)
+    step = manager.latest_step()
+    restored = manager.latest.restore(step, args=checkpointing.ocp.args.Composite(
+        state=checkpointing.ocp.args.StandardRestore()))
+    manager.close()
+    return [np.asarray(x) for x in jax.tree.leaves(restored["state"]["params"])]
+
+
+def test_smoke_config_learns_well_above_untrained(smoke_config, tmp_path):
+    summary = train_and_evaluate(smoke_config, tmp_path)
+    validations = read_metrics(tmp_path, "validation")
+    untrained = validations[0]["validation_correlation"]
+    assert validations[0]["step"] == 0
+    # The untrained readout is near chance; training must lift held-out (oracle tier)
+    # correlation far above it and reach a real share of the ground-truth ceiling.
+    assert summary.best_validation_correlation > untrained + 0.1
+    assert summary.oracle_ceiling is not None and summary.oracle_ceiling > 0
+    assert summary.fraction_of_ceiling > 0.3
+    assert (tmp_path / "summary.json").exists()
+    assert json.loads((tmp_path / "dataset_card.json").read_text())["mice"]
+    assert Path(summary.checkpoint).is_dir()
+
+
+def test_interrupted_run_resumes_on_the_same_trajectory(smoke_config, tmp_path):
+    smoke_config.train.steps = 30
+    smoke_config.train.eval_every = 10
+    straight = tmp_path / "straight"
+    train_and_evaluate(smoke_config, straight)
+
+    interrupted = tmp_path / "interrupted"
+
+    def crash(step: int) -> None:
+        if step == 15:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train_and_evaluate(smoke_config, interrupted, on_step=crash)
+    assert checkpointing.Checkpoints(interrupted).latest_step() == 10
+    train_and_evaluate(smoke_config, interrupted)
+
+    for a, b in zip(_latest_params(straight), _latest_params(interrupted), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    straight_losses = [r["loss"] for r in read_metrics(straight, "train")]
+    resumed_losses = [r["loss"] for r in read_metrics(interrupted, "train") if r["step"] > 10]
+    np.testing.assert_allclose(straight_losses[-len(resumed_losses):], resumed_losses, rtol=1e-5)
+
+
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(smoke_config, tmp_path, monkeypatch):
+    smoke_config.train.steps = 40
+    smoke_config.train.eval_every = 10
+    smoke_config.train.log_every = 5
+    real_global_batch = loop.global_batch
+    calls = {"n": 0}
+
+    def poisoned(local, mesh):
+        calls["n"] += 1
+        if calls["n"] > 12:
+            local = dict(local, responses=np.full_like(local["responses"], np.nan))
+        return real_global_batch(local, mesh)
+
+    monkeypatch.setattr(loop, "global_batch", poisoned)
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
+        train_and_evaluate(smoke_config, tmp_path)
+    checkpoints = checkpointing.Checkpoints(tmp_path)
+    assert checkpoints.latest_step() == 10
+    params = _latest_params(tmp_path)
+    assert all(np.all(np.isfinite(p)) for p in params)
+
+
+def _run_losses(devices: int, store: Path, workdir: Path) -> list[float]:
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}",
+               JAX_PLATFORMS="cpu")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "scripts" / "train_losses.py"), str(store), str(workdir),
+         str(REPO / "configs")],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(l for l in result.stdout.splitlines() if l.startswith("RESULT "))
+    payload = json.loads(line[len("RESULT "):])
+    assert payload["devices"] == devices
+    return payload["losses"]
+
+
+def test_eight_devices_give_the_same_losses_as_one(tiny_store, tmp_path):
+    one = _run_losses(1, tiny_store, tmp_path / "one")
+    eight = _run_losses(8, tiny_store, tmp_path / "eight")
+    assert len(one) == len(eight) == 20
+    np.testing.assert_allclose(one, eight, rtol=2e-4, atol=1e-5)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_two_process_distributed_run_trains_and_checkpoints(tiny_store, tmp_path):
+    port = _free_port()
+    workdir = tmp_path / "distributed"
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    env.pop("XLA_FLAGS", None)
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs" / "smoke.py"),
+             "--workdir", str(workdir), f"--config.data.store={tiny_store}", "--config.train.steps=20",
+             "--config.train.eval_every=10", f"--coordinator=127.0.0.1:{port}", "--num_processes=2",
+             f"--process_id={index}"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
+        )
+        for index in range(2)
+    ]
+    outputs = [p.communicate(timeout=600) for p in processes]
+    for process, (out, err) in zip(processes, outputs):
+        assert process.returncode == 0, err[-3000:]
+    assert "best validation correlation" in outputs[0][0]
+    assert checkpointing.Checkpoints(workdir).latest_step() == 20
+    losses = [r["loss"] for r in read_metrics(workdir, "train")]
+    assert losses and all(np.isfinite(losses))
