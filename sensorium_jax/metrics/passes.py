@@ -1,0 +1,135 @@
+"""The data passes of the metric kernels, shaped for each backend's compiler.
+
+On GPU/TPU, XLA fuses the mask, the shift and all five reductions (or the scatter) into one
+pass over memory, so the plain expression is best. XLA:CPU instead gives each reduction its
+own pass and materializes the shared masked deviations (a fresh [B, T, N] temporary, page
+faults included), which costs ~10x a plain read. There we walk the data one row [N] at a time
+inside one loop with [N] accumulators: each element is read once and every temporary stays in
+cache. Both paths compute the same sums (up to float32 summation order).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+CPU_UNROLL = 4  # rows per loop iteration on CPU (lets XLA fuse a few rows per kernel)
+BLOCK_ROWS = 64  # rows per partial sum on CPU (bounds float32 accumulation error)
+SMALL_ELEMENTS = 1 << 20  # below this (4 MiB per input), CPU uses the fused expression too
+
+
+def _deviation(v, scale, k, mask):
+    """where(mask, v * scale - k, 0): masked entries may hold NaN."""
+    return jnp.where(mask, (v if scale is None else v * scale) - k, 0.0)
+
+
+def _sums_direct(x, y, mask, kx, ky, scale=None) -> jax.Array:
+    """[5, N]: sums over rows of dx, dy, dx^2, dy^2, dx*dy."""
+    dx = _deviation(x, scale, kx, mask)
+    dy = _deviation(y, scale, ky, mask)
+    return jnp.stack([dx.sum(0), dy.sum(0), (dx * dx).sum(0), (dy * dy).sum(0), (dx * dy).sum(0)])
+
+
+def _sums_rows(x, y, mask, kx, ky, scale=None) -> jax.Array:
+    """Same sums, one row per step with [N] accumulators (single read on XLA:CPU).
+
+    Rows are summed in blocks of BLOCK_ROWS whose partial sums are then added, so no float32
+    accumulator runs through more than ~BLOCK_ROWS + rows / BLOCK_ROWS additions. The last
+    block is padded by masking (one loop nest, one compiled body).
+    """
+    n_rows, n = x.shape
+    zeros = tuple(jnp.zeros((n,), jnp.float32) for _ in range(5))
+
+    def add_row(i, acc):
+        inside = i < n_rows
+        i = jnp.minimum(i, n_rows - 1)
+        row = lambda v: jax.lax.dynamic_index_in_dim(v, i, keepdims=False)  # noqa: E731
+        s = None if scale is None else row(scale)
+        keep = row(mask) & inside
+        dx = _deviation(row(x), s, kx, keep)
+        dy = _deviation(row(y), s, ky, keep)
+        return (acc[0] + dx, acc[1] + dy, acc[2] + dx * dx, acc[3] + dy * dy, acc[4] + dx * dy)
+
+    def add_block(j, acc):
+        step = lambda i, part: add_row(j * BLOCK_ROWS + i, part)  # noqa: E731
+        part = jax.lax.fori_loop(0, BLOCK_ROWS, step, zeros, unroll=CPU_UNROLL)
+        return tuple(a + p for a, p in zip(acc, part))
+
+    blocks = -(-n_rows // BLOCK_ROWS)
+    return jnp.stack(jax.lax.fori_loop(0, blocks, add_block, zeros))
+
+
+def _sums_cpu(x, y, mask, kx, ky, scale=None) -> jax.Array:
+    """Row loop for large inputs; small ones compile faster and run fast enough fused."""
+    small = x.size <= SMALL_ELEMENTS
+    return (_sums_direct if small else _sums_rows)(x, y, mask, kx, ky, scale)
+
+
+def masked_moment_sums(
+    x: jax.Array,
+    y: jax.Array,
+    mask: jax.Array,
+    kx: jax.Array,
+    ky: jax.Array,
+    scale: jax.Array | None = None,
+) -> jax.Array:
+    """[5, N] sums of dv = v * scale - k over the counted rows of x, y [rows, N].
+
+    mask: [rows, 1] or [rows, N] bool; scale: optional [rows, 1] per-row factor.
+    Order: sum dx, sum dy, sum dx^2, sum dy^2, sum dx*dy.
+    """
+    args = (x, y, mask, kx, ky) + (() if scale is None else (scale,))
+    return jax.lax.platform_dependent(*args, cpu=_sums_cpu, default=_sums_direct)
+
+
+def _scatter_direct(sum_x, sum_y, x, y, slot, mask, kx, ky):
+    """Adds where(mask, v - k, 0) of trial b into cell row slot[b] (frames aligned from 0)."""
+    t = x.shape[1]
+    m = mask[..., None]
+    dx = jnp.where(m, x - kx, 0.0)
+    dy = jnp.where(m, y - ky, 0.0)
+    return sum_x.at[slot, :t].add(dx), sum_y.at[slot, :t].add(dy)
+
+
+def _scatter_rows(sum_x, sum_y, x, y, slot, mask, kx, ky):
+    """Same update, one (trial, frame) row per step, in place in the carried sums.
+
+    Frame-major order: the S cell rows of a frame stay in cache while its trials are added.
+    """
+    b, t, n = x.shape
+    slot = jnp.asarray(slot)
+
+    def body(i, sums):
+        frame, trial = i // b, i % b
+        keep = jax.lax.dynamic_slice(mask, (trial, frame), (1, 1))[..., None]
+        cell = (slot[trial], frame, 0)
+
+        def add(total, v, k):
+            row = jax.lax.dynamic_slice(v, (trial, frame, 0), (1, 1, n))
+            old = jax.lax.dynamic_slice(total, cell, (1, 1, n))
+            return jax.lax.dynamic_update_slice(total, old + jnp.where(keep, row - k, 0.0), cell)
+
+        return add(sums[0], x, kx), add(sums[1], y, ky)
+
+    return jax.lax.fori_loop(0, b * t, body, (sum_x, sum_y))
+
+
+def _scatter_cpu(sum_x, sum_y, x, y, slot, mask, kx, ky):
+    small = x.size <= SMALL_ELEMENTS
+    return (_scatter_direct if small else _scatter_rows)(sum_x, sum_y, x, y, slot, mask, kx, ky)
+
+
+def scatter_shifted(
+    sum_x: jax.Array,
+    sum_y: jax.Array,
+    x: jax.Array,
+    y: jax.Array,
+    slot: jax.Array,
+    mask: jax.Array,
+    kx: jax.Array,
+    ky: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+    """Per-cell sums [S, T_s, N] plus the batch [B, T, N] (T <= T_s), shifted and masked."""
+    return jax.lax.platform_dependent(
+        sum_x, sum_y, x, y, slot, mask, kx, ky, cpu=_scatter_cpu, default=_scatter_direct
+    )
