@@ -1,0 +1,184 @@
+"""Data layer benchmark (not a test): conversion time, pipeline vs raw tensorstore read rate, memory.
+
+    python benchmarks/bench_data.py [--cache DIR] [--steps 48] [--clips-per-step 32]
+    python benchmarks/bench_data.py --chunking    # the chunk/codec grid behind store.py's choice
+
+For one full-scale mouse (8,000 neurons, 300-frame trials): the synthetic `full` preset
+(`python -m sensorium_jax.data.synthetic --preset full --mice 1`) when that module exists,
+else a same-size folder of random data written with `MouseFolderWriter`. It prints the
+conversion time, the pipeline's rate for 80-frame clips next to the raw tensorstore rate of
+the same clips (all reads of a step issued, then awaited) measured in the same run, and the
+peak resident memory. Targets: pipeline >= 80% of raw and >= 200 clips/s on 2 CPU cores;
+peak memory < 1.5 GB whatever the data set size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+N_NEURONS, FRAMES, CLIP = 8000, 300, 80
+
+
+def peak_rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # ru_maxrss is KiB on Linux
+
+
+def make_source(cache: Path, trials: int) -> Path:
+    """One full-scale mouse folder, generated once into the cache."""
+    if importlib.util.find_spec("sensorium_jax.data.synthetic") is not None:
+        root = cache / "synthetic-full-1"
+        if not (root / ".done").exists():
+            shutil.rmtree(root, ignore_errors=True)
+            subprocess.run([sys.executable, "-m", "sensorium_jax.data.synthetic", "--out", str(root),
+                            "--preset", "full", "--mice", "1"], check=True)
+            (root / ".done").touch()
+        return next(p for p in sorted(root.iterdir()) if p.is_dir() and (p / "data").is_dir())
+    from sensorium_jax.data.folder_writer import MouseFolderWriter
+
+    folder = cache / f"random-{trials}x{FRAMES}x{N_NEURONS}"
+    if not (folder / ".done").exists():
+        shutil.rmtree(folder, ignore_errors=True)
+        print(f"writing a random full-scale mouse folder ({trials} trials) into {folder} ...", flush=True)
+        rng = np.random.default_rng(0)
+        writer = MouseFolderWriter(folder, kind="video", padded_length=FRAMES)
+        for i in range(trials):
+            tier = "oracle" if i % 10 == 9 else "train"
+            video = rng.integers(0, 256, (36, 64, FRAMES)).astype(np.float32)
+            responses = rng.gamma(0.5, 1.0, (N_NEURONS, FRAMES)).astype(np.float32)
+            behavior = rng.normal(5, 1, (2, FRAMES)).astype(np.float32)
+            pupil = rng.normal(0, 3, (2, FRAMES)).astype(np.float32)
+            writer.add_trial(video, responses, behavior, pupil, tier, f"clip-{i}")
+        writer.finish(np.arange(N_NEURONS), rng.uniform(0, 500, (N_NEURONS, 3)).astype(np.float32))
+        (folder / ".done").touch()
+    return folder
+
+
+def raw_rate(store, plan: list[np.ndarray]) -> float:
+    """Clips/s of bare tensorstore reads of the planned clips, all reads of a step at once."""
+    started = time.perf_counter()
+    for clips in plan:
+        futures = []
+        for mouse, trial, start in clips:
+            arrays = store.arrays(int(mouse))
+            futures += [arrays[key][int(trial), int(start) : int(start) + CLIP].read() for key in arrays]
+        for future in futures:
+            future.result()
+    return sum(len(c) for c in plan) / (time.perf_counter() - started)
+
+
+def pipeline_rate(store, steps: int, clips_per_step: int, threads: int, prefetch: int) -> float:
+    from sensorium_jax.data.pipeline import make_train_dataset
+
+    dataset = make_train_dataset(store, clip_length=CLIP, clips_per_mouse=clips_per_step, seed=0,
+                                 read_threads=threads, prefetch=prefetch, num_steps=steps)
+    iterator = iter(dataset)
+    started = time.perf_counter()
+    count = sum(batch["mouse"].shape[0] for batch in iterator)
+    elapsed = time.perf_counter() - started
+    iterator.close()
+    return count / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cache", type=Path, default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+                        / "sensorium_jax" / "bench_data")
+    parser.add_argument("--trials", type=int, default=200, help="trials of the random fallback mouse")
+    parser.add_argument("--steps", type=int, default=48)
+    parser.add_argument("--clips-per-step", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--prefetch", type=int, default=2)
+    parser.add_argument("--chunking", action="store_true", help="run the chunk/codec grid instead")
+    args = parser.parse_args()
+    args.cache.mkdir(parents=True, exist_ok=True)
+    if args.chunking:
+        return chunking_grid(args.cache)
+
+    from sensorium_jax.data.pipeline import make_sampler
+    from sensorium_jax.data.store import convert, open_store
+
+    source = make_source(args.cache, args.trials)
+    out = args.cache / "store"
+    shutil.rmtree(out, ignore_errors=True)
+    started = time.perf_counter()
+    convert([source], out, progress=True)
+    conversion = time.perf_counter() - started
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e9
+    print(f"conversion: {conversion:.1f} s for {source.name} ({size:.2f} GB stored), "
+          f"peak RSS so far {peak_rss_gb():.2f} GB", flush=True)
+
+    store = open_store(out)
+    sampler = make_sampler(store, clip_length=CLIP, seed=0, clips_per_mouse=args.clips_per_step)
+    plan = [sampler(step) for step in range(args.steps)]
+    raw_rate(store, plan)  # warm the page cache with exactly these clips
+    raw = raw_rate(store, plan)
+    piped = pipeline_rate(store, args.steps, args.clips_per_step, args.threads, args.prefetch)
+    raw_again = raw_rate(store, plan)
+    print(f"raw tensorstore reads: {raw:.0f} clips/s (again after the pipeline: {raw_again:.0f})")
+    print(f"pipeline ({args.threads} read threads, prefetch {args.prefetch}, {args.clips_per_step} clips/step, "
+          f"{CLIP} frames, normalized, padded): {piped:.0f} clips/s = {100 * piped / max(raw, raw_again):.0f}% "
+          f"of the better raw rate")
+    print(f"peak resident memory: {peak_rss_gb():.2f} GB")
+
+
+def chunking_grid(cache: Path) -> None:
+    """Random 80-frame clips of [24, 300, 8000] float32 calcium-like responses, per layout."""
+    import tensorstore as ts
+
+    trials = 24
+    rng = np.random.default_rng(0)
+    data = []
+    for _ in range(trials):
+        x = rng.gamma(0.5, 1.0, size=(FRAMES, N_NEURONS)).astype(np.float32)
+        for t in range(1, FRAMES):  # slow calcium-like decay
+            x[t] = 0.8 * x[t - 1] + 0.2 * x[t]
+        data.append(x)
+    raw = [{"name": "bytes", "configuration": {"endian": "little"}}]
+    codecs = {
+        "raw": raw,
+        "zstd1": raw + [{"name": "zstd", "configuration": {"level": 1}}],
+        "blosc-lz4-shuffle": raw + [{"name": "blosc", "configuration": {
+            "cname": "lz4", "clevel": 5, "shuffle": "shuffle", "typesize": 4, "blocksize": 0}}],
+    }
+    picks = np.random.default_rng(1)
+    clips = [(int(picks.integers(trials)), int(picks.integers(0, FRAMES - CLIP + 1))) for _ in range(512)]
+    context = ts.Context({"cache_pool": {"total_bytes_limit": 0}})
+    for tc in (10, 20, 40, 100, 300):
+        for name, codec in codecs.items():
+            path = cache / f"grid-{tc}-{name}"
+            shutil.rmtree(path, ignore_errors=True)
+            spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)},
+                    "metadata": {"shape": [trials, FRAMES, N_NEURONS], "data_type": "float32", "fill_value": 0,
+                                 "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": [1, tc, N_NEURONS]}},
+                                 "codecs": codec}}
+            array = ts.open(spec, create=True, context=context).result()
+            for i, x in enumerate(data):
+                array[i].write(x).result()
+            stored = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+            for i in range(trials):
+                array[i].read().result()  # page cache warm
+            best = 0.0
+            for _ in range(3):
+                started = time.perf_counter()
+                for b in range(0, len(clips), 64):
+                    futures = [array[t, s : s + CLIP].read() for t, s in clips[b : b + 64]]
+                    for future in futures:
+                        future.result()
+                best = max(best, len(clips) / (time.perf_counter() - started))
+            ratio = trials * FRAMES * N_NEURONS * 4 / stored
+            print(f"chunk [1, {tc:3d}, {N_NEURONS}] {name:18s} compression x{ratio:.2f}  {best:5.0f} clips/s", flush=True)
+            shutil.rmtree(path)
+
+
+if __name__ == "__main__":
+    main()
