@@ -1,0 +1,125 @@
+"""The SENSORIUM 2023 factorized baseline: factorized 3D core, Gaussian readout, shifter.
+
+Behaviour (and optionally the pupil center) enters the core as constant input maps; the
+per-mouse shifter moves every readout position by a function of the pupil center; the output
+is ELU + 1 so rates stay positive. Predictions cover the last `frames_out(T)` frames of a clip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+from flax import nnx
+
+from sensorium_jax.data.card import DatasetCard
+from sensorium_jax.models.cores import Factorized3dCore
+from sensorium_jax.models.readouts import GaussianReadout
+from sensorium_jax.models.registry import register_model
+from sensorium_jax.models.shifter import MLPShifter
+
+
+def factorized_config() -> ml_collections.ConfigDict:
+    """Competition-scale configuration of the factorized baseline (80 frames in -> 62 out)."""
+    return ml_collections.ConfigDict(
+        {
+            "name": "factorized",
+            # Core convolutions run in this dtype; parameters and BatchNorm stay float32.
+            "compute_dtype": "float32",  # or "bfloat16"
+            "core": {
+                "channels": (32, 64, 128),
+                "spatial_kernels": (11, 5, 5),
+                "temporal_kernels": (11, 5, 5),
+                "bn_momentum": 0.9,  # flax convention (torch's momentum 0.1)
+                "conv_impl": "auto",  # "folded2d" (fast on CPU) | "3d" | "auto"
+            },
+            "inputs": {
+                "behavior": True,  # behaviour as extra constant input channels
+                "pupil_center": False,  # pupil center as two more constant channels
+            },
+            "readout": {
+                "position_inputs": 2,  # cortical coordinates used: x, y (2) or x, y, z (3)
+                "position_hidden": 30,
+                "init_sigma": 0.1,
+                "full_sigma": True,  # per-neuron 2x2 sigma; False: diagonal
+                # Neurons per group in the sampling step; bounds its memory (None: all at once).
+                "neuron_chunk": 1024,
+            },
+            "shifter": {"enabled": True, "hidden": (5, 5)},
+        }
+    )
+
+
+def core_input(batch: Mapping[str, jax.Array], behavior: bool, pupil_center: bool) -> jax.Array:
+    """[B, T, H, W, 1 + k + 2] : video, then behaviour and pupil center as constant maps."""
+    video = jnp.asarray(batch["video"], jnp.float32)
+    parts = [video]
+    b, t, h, w, _ = video.shape
+    for key, used in (("behavior", behavior), ("pupil_center", pupil_center)):
+        if used:
+            v = jnp.asarray(batch[key], jnp.float32)
+            parts.append(jnp.broadcast_to(v[:, :, None, None, :], (b, t, h, w, v.shape[-1])))
+    return jnp.concatenate(parts, axis=-1) if len(parts) > 1 else video
+
+
+class FactorizedModel(nnx.Module):
+    """`model(batch, train)` -> positive rates [B, T - frames_lost(T), Nmax]."""
+
+    def __init__(self, config: ml_collections.ConfigDict, card: DatasetCard, *, rngs: nnx.Rngs):
+        if card.kind != "video":
+            raise ValueError(f"the factorized model needs video data, the card says {card.kind!r}")
+        cc, inputs = config.core, config.inputs
+        in_channels = 1 + card.behavior_dim * bool(inputs.behavior) + 2 * bool(inputs.pupil_center)
+        self.use_behavior = bool(inputs.behavior)
+        self.use_pupil = bool(inputs.pupil_center)
+        self.core = Factorized3dCore(
+            in_channels,
+            tuple(cc.channels),
+            tuple(cc.spatial_kernels),
+            tuple(cc.temporal_kernels),
+            compute_dtype=config.compute_dtype,
+            conv_impl=cc.conv_impl,
+            bn_momentum=cc.bn_momentum,
+            rngs=rngs,
+        )
+        ro = config.readout
+        self.readout = GaussianReadout(
+            card,
+            self.core.out_channels,
+            position_inputs=ro.position_inputs,
+            position_hidden=ro.position_hidden,
+            init_sigma=ro.init_sigma,
+            full_sigma=ro.full_sigma,
+            neuron_chunk=ro.get("neuron_chunk"),
+            rngs=rngs,
+        )
+        shifter = None  # assigned once: NNX makes an attribute first set to None static
+        if config.shifter.enabled:
+            shifter = MLPShifter(len(card.mice), tuple(config.shifter.hidden), rngs=rngs)
+        self.shifter = shifter
+
+    def frames_lost(self, frames: int | None = None) -> int:
+        """Frames at the start of a clip that get no prediction (independent of the length)."""
+        return self.core.frames_lost()
+
+    def frames_out(self, frames: int) -> int:
+        return frames - self.frames_lost(frames)
+
+    def __call__(self, batch: Mapping[str, jax.Array], train: bool = False) -> jax.Array:
+        x = core_input(batch, self.use_behavior, self.use_pupil)
+        t_out = self.frames_out(x.shape[1])
+        if t_out < 1:
+            raise ValueError(f"{x.shape[1]}-frame clips are too short: the core eats {self.frames_lost()}")
+        features = self.core(x, train=train)
+        mouse = jnp.asarray(batch["mouse"], jnp.int32)
+        shift = None
+        if self.shifter is not None:
+            shift = self.shifter(jnp.asarray(batch["pupil_center"])[:, -t_out:], mouse)
+        return jax.nn.elu(self.readout(features, mouse, shift, train=train)) + 1.0
+
+
+@register_model("factorized", default_config=factorized_config)
+def build_factorized(config: ml_collections.ConfigDict, card: DatasetCard, rngs: nnx.Rngs) -> FactorizedModel:
+    return FactorizedModel(config, card, rngs=rngs)
