@@ -46,7 +46,8 @@ class _RunningStatistics:
         self.maximum = np.maximum(self.maximum, values.max(0))
         if self.n_samples < self.max_samples:
             stride = max(1, values.shape[0] // 16)
-            kept = values[::stride][: self.max_samples - self.n_samples]
+            # a copy: a strided view would keep every trial's whole array alive
+            kept = values[::stride][: self.max_samples - self.n_samples].copy()
             self.samples.append(kept)
             self.n_samples += kept.shape[0]
 
@@ -74,7 +75,13 @@ class MouseFolderWriter:
     pupil_center (2,).
     """
 
-    def __init__(self, root: str | Path, kind: str = "video", padded_length: int | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        kind: str = "video",
+        padded_length: int | None = None,
+        median_samples: int = 4096,
+    ):
         if kind not in ("video", "static"):
             raise ValueError(f"kind must be 'video' or 'static', got {kind!r}")
         self.root = Path(root)
@@ -86,7 +93,8 @@ class MouseFolderWriter:
             (self.root / "data" / key).mkdir(parents=True, exist_ok=True)
         self.tiers: list[str] = []
         self.stimulus_ids: list[str] = []
-        self.statistics = {key: _RunningStatistics() for key in self.keys}
+        # median_samples: rows kept per statistic for the median (memory: rows x features x 8 B)
+        self.statistics = {key: _RunningStatistics(median_samples) for key in self.keys}
 
     @property
     def n_trials(self) -> int:
