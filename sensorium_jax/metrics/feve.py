@@ -60,6 +60,7 @@ def update_feve_stats(
     """Adds trials [B, N] showing image `image_slot[b]`; mask [B] says which trials count."""
     x = responses.astype(jnp.float32)
     y = predictions.astype(jnp.float32)
+    mask = mask.astype(bool)
     n_images = stats.count.shape[0]
     slot = jnp.where(mask, image_slot.astype(jnp.int32), n_images)  # out of range: dropped
     first = jnp.argmax(mask)

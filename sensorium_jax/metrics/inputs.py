@@ -29,7 +29,9 @@ def _trial_list(arrays: TrialArrays, name: str) -> np.ndarray | list[np.ndarray]
     if isinstance(arrays, (np.ndarray, jax.Array)):
         arrays = np.asarray(arrays)
         if arrays.ndim != 3:
-            raise ValueError(f"{name}: expected [trials, T, N] or a list of [T_i, N], got {arrays.shape}")
+            raise ValueError(
+                f"{name}: expected [trials, T, N] or a list of [T_i, N], got {arrays.shape}"
+            )
         return arrays
     out = [np.asarray(a) for a in arrays]
     for i, a in enumerate(out):

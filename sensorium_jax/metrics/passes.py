@@ -3,9 +3,9 @@
 On GPU/TPU, XLA fuses the mask, the shift and all five reductions (or the scatter) into one
 pass over memory, so the plain expression is best. XLA:CPU instead gives each reduction its
 own pass and materializes the shared masked deviations (a fresh [B, T, N] temporary, page
-faults included), which costs ~10x a plain read. There we walk the data one row [N] at a time
-inside one loop with [N] accumulators: each element is read once and every temporary stays in
-cache. Both paths compute the same sums (up to float32 summation order).
+faults included), which costs several times a plain read. There we walk the data one row
+[N] at a time inside one loop with [N] accumulators: each element is read once and every
+temporary stays in cache. Both paths compute the same sums (up to float32 summation order).
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from sensorium_jax.metrics.passes import masked_moment_sums, scatter_shifted
-from sensorium_jax.metrics.stats import pearson
+from sensorium_jax.metrics.stats import first_valid, pearson
 
 
 class RepeatStats(NamedTuple):
@@ -40,12 +40,6 @@ def init_repeat_stats(n_stimuli: int, n_frames: int, n_neurons: int) -> RepeatSt
     )
 
 
-def _first_counted_frame(v: jax.Array, mask: jax.Array) -> jax.Array:
-    """[N]: the values of the first counted (trial, frame) of the batch (0 if none)."""
-    flat = mask.reshape(-1)
-    return jnp.where(flat.any(), v.reshape(-1, v.shape[-1])[jnp.argmax(flat)], 0.0)
-
-
 @partial(jax.jit, donate_argnums=0)
 def update_repeat_stats(
     stats: RepeatStats,
@@ -61,10 +55,11 @@ def update_repeat_stats(
     """
     x = responses.astype(jnp.float32)
     y = predictions.astype(jnp.float32)
+    mask = mask.astype(bool)
     n_frames = x.shape[1]
     started = stats.count.sum() > 0
-    shift_x = jnp.where(started, stats.shift_x, _first_counted_frame(x, mask))
-    shift_y = jnp.where(started, stats.shift_y, _first_counted_frame(y, mask))
+    shift_x = jnp.where(started, stats.shift_x, first_valid(x, mask))
+    shift_y = jnp.where(started, stats.shift_y, first_valid(y, mask))
     slot = stimulus_slot.astype(jnp.int32)
     sum_x, sum_y = scatter_shifted(stats.sum_x, stats.sum_y, x, y, slot, mask, shift_x, shift_y)
     return RepeatStats(

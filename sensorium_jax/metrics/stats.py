@@ -3,8 +3,9 @@
 Why not plain sums: responses can sit far from zero (raw fluorescence around 1e4) with a small
 spread; a float32 sum of squares then loses every significant digit of the variance. Each
 neuron gets a fixed shift (one of its own values) and a running mean relative to it; a batch
-is summed as v - k with k = shift + mean (small numbers), turned into a centered batch summary, and
-merged into the running summary with Chan's pairwise formula. One fused pass per batch.
+is summed as v - k with k = shift + mean (small numbers), turned into a centered batch
+summary, and merged into the running summary with Chan's pairwise formula. One data pass
+per batch.
 """
 
 from __future__ import annotations
@@ -162,6 +163,7 @@ def update_correlation_stats(
     """
     x = responses.astype(jnp.float32)
     y = predictions.astype(jnp.float32)
+    mask = mask.astype(bool)
     shift_x, kx = _reference(stats.count, stats.shift_x, stats.mean_x, x, mask)
     shift_y, ky = _reference(stats.count, stats.shift_y, stats.mean_y, y, mask)
     return merge_correlation_stats(stats, _batch_summary(x, y, mask, shift_x, shift_y, kx, ky))
