@@ -34,6 +34,9 @@ def factorized_config() -> ml_collections.ConfigDict:
                 "temporal_kernels": (11, 5, 5),
                 "bn_momentum": 0.9,  # flax convention (torch's momentum 0.1)
                 "conv_impl": "auto",  # "folded2d" (fast on CPU) | "3d" | "auto"
+                # Spatial average pooling of the input frames: 2 quarters the cost and doubles
+                # the receptive field in pixels (small CPU configs); 1 keeps full resolution.
+                "input_pool": 1,
             },
             "inputs": {
                 "behavior": True,  # behaviour as extra constant input channels
@@ -64,6 +67,17 @@ def core_input(batch: Mapping[str, jax.Array], behavior: bool, pupil_center: boo
     return jnp.concatenate(parts, axis=-1) if len(parts) > 1 else video
 
 
+def pool_frames(x: jax.Array, factor: int) -> jax.Array:
+    """Average-pools [B, T, H, W, C] spatially by `factor` (edge pixels that do not fill a
+    window are dropped)."""
+    if factor == 1:
+        return x
+    b, t, h, w, c = x.shape
+    h2, w2 = h // factor, w // factor
+    x = x[:, :, : h2 * factor, : w2 * factor]
+    return x.reshape(b, t, h2, factor, w2, factor, c).mean(axis=(3, 5))
+
+
 class FactorizedModel(nnx.Module):
     """`model(batch, train)` -> positive rates [B, T - frames_lost(T), Nmax]."""
 
@@ -74,6 +88,7 @@ class FactorizedModel(nnx.Module):
         in_channels = 1 + card.behavior_dim * bool(inputs.behavior) + 2 * bool(inputs.pupil_center)
         self.use_behavior = bool(inputs.behavior)
         self.use_pupil = bool(inputs.pupil_center)
+        self.input_pool = int(cc.get("input_pool", 1))
         self.core = Factorized3dCore(
             in_channels,
             tuple(cc.channels),
@@ -108,7 +123,7 @@ class FactorizedModel(nnx.Module):
         return frames - self.frames_lost(frames)
 
     def __call__(self, batch: Mapping[str, jax.Array], train: bool = False) -> jax.Array:
-        x = core_input(batch, self.use_behavior, self.use_pupil)
+        x = pool_frames(core_input(batch, self.use_behavior, self.use_pupil), self.input_pool)
         t_out = self.frames_out(x.shape[1])
         if t_out < 1:
             raise ValueError(f"{x.shape[1]}-frame clips are too short: the core eats {self.frames_lost()}")

@@ -11,13 +11,15 @@ from typing import Any
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
 
 
 def make_data_mesh() -> jax.sharding.Mesh:
-    return jax.make_mesh((jax.device_count(),), (DATA_AXIS,))
+    """Auto (GSPMD) axis types: models index per-mouse parameters with sharded mouse ids,
+    which explicit sharding mode would make every model spell out."""
+    return jax.make_mesh((jax.device_count(),), (DATA_AXIS,), axis_types=(AxisType.Auto,))
 
 
 def replicated(mesh: jax.sharding.Mesh) -> NamedSharding:
