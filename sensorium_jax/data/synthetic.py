@@ -669,15 +669,17 @@ def oracle_ceiling(
             groups.setdefault(stimulus_ids[i], []).append(int(i))
         single, average = _Pearson(), _Pearson()
         skip = _tier_burn_in(folder, kind, indices) if burn_in is None else int(burn_in)
+        responses = folder / "data" / "responses"
         for members in groups.values():
-            loaded = [_read_trial(folder, i) for i in members]
-            lengths = [_length(response) for _, response in loaded]
-            for (rate, response), length in zip(loaded, lengths):
+            common = min(_length(np.load(responses / f"{i}.npy", mmap_mode="r")) for i in members)
+            sum_rate = sum_response = 0.0
+            for i in members:  # one trial in memory at a time
+                rate, response = _read_trial(folder, i)
+                length = _length(response)
                 single.update(rate[:, skip:length], response[:, skip:length])
-            common = min(lengths)
-            mean_rate = np.mean([rate[:, skip:common] for rate, _ in loaded], axis=0)
-            mean_response = np.mean([response[:, skip:common] for _, response in loaded], axis=0)
-            average.update(mean_rate, mean_response)
+                sum_rate = sum_rate + rate[:, skip:common]
+                sum_response = sum_response + response[:, skip:common]
+            average.update(sum_rate / len(members), sum_response / len(members))
         result[tier] = {
             "single_trial_correlation": float(np.mean(single.correlation())),
             "correlation_to_average": float(np.mean(average.correlation())),
