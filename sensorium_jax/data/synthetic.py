@@ -625,8 +625,9 @@ def _read_trial(folder: Path, i: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _length(response: np.ndarray) -> int:
     """Valid frames: the index of the first NaN (padding covers all neurons alike)."""
-    nan = np.isnan(response[0])
-    return int(np.argmax(nan)) if nan.any() else response.shape[1]
+    row = np.asarray(response[0]).reshape(-1)  # static responses (N,): one frame
+    nan = np.isnan(row)
+    return int(np.argmax(nan)) if nan.any() else row.shape[0]
 
 
 def _tier_burn_in(folder: Path, kind: str, indices: np.ndarray) -> int:
