@@ -33,9 +33,11 @@ def peak_rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # ru_maxrss is KiB on Linux
 
 
-def make_source(cache: Path, trials: int) -> Path:
+def make_source(cache: Path, trials: int, kind: str) -> Path:
     """One full-scale mouse folder, generated once into the cache."""
-    if importlib.util.find_spec("sensorium_jax.data.synthetic") is not None:
+    if kind == "auto":
+        kind = "synthetic" if importlib.util.find_spec("sensorium_jax.data.synthetic") else "random"
+    if kind == "synthetic":
         root = cache / "synthetic-full-1"
         if not (root / ".done").exists():
             shutil.rmtree(root, ignore_errors=True)
@@ -43,24 +45,31 @@ def make_source(cache: Path, trials: int) -> Path:
                             "--preset", "full", "--mice", "1"], check=True)
             (root / ".done").touch()
         return next(p for p in sorted(root.iterdir()) if p.is_dir() and (p / "data").is_dir())
-    from sensorium_jax.data.folder_writer import MouseFolderWriter
-
     folder = cache / f"random-{trials}x{FRAMES}x{N_NEURONS}"
     if not (folder / ".done").exists():
         shutil.rmtree(folder, ignore_errors=True)
         print(f"writing a random full-scale mouse folder ({trials} trials) into {folder} ...", flush=True)
-        rng = np.random.default_rng(0)
-        writer = MouseFolderWriter(folder, kind="video", padded_length=FRAMES)
-        for i in range(trials):
-            tier = "oracle" if i % 10 == 9 else "train"
-            video = rng.integers(0, 256, (36, 64, FRAMES)).astype(np.float32)
-            responses = rng.gamma(0.5, 1.0, (N_NEURONS, FRAMES)).astype(np.float32)
-            behavior = rng.normal(5, 1, (2, FRAMES)).astype(np.float32)
-            pupil = rng.normal(0, 3, (2, FRAMES)).astype(np.float32)
-            writer.add_trial(video, responses, behavior, pupil, tier, f"clip-{i}")
-        writer.finish(np.arange(N_NEURONS), rng.uniform(0, 500, (N_NEURONS, 3)).astype(np.float32))
+        # In a child process, so that its memory does not count in this one's peak.
+        subprocess.run([sys.executable, __file__, "--write-random-folder", str(folder), "--trials", str(trials)],
+                       check=True)
         (folder / ".done").touch()
     return folder
+
+
+def write_random_folder(folder: Path, trials: int) -> None:
+    """Whole-number pixels and gamma-distributed activity, in the official 2023 layout."""
+    from sensorium_jax.data.folder_writer import MouseFolderWriter
+
+    rng = np.random.default_rng(0)
+    writer = MouseFolderWriter(folder, kind="video", padded_length=FRAMES)
+    for i in range(trials):
+        tier = "oracle" if i % 10 == 9 else "train"
+        video = rng.integers(0, 256, (36, 64, FRAMES)).astype(np.float32)
+        responses = rng.gamma(0.5, 1.0, (N_NEURONS, FRAMES)).astype(np.float32)
+        behavior = rng.normal(5, 1, (2, FRAMES)).astype(np.float32)
+        pupil = rng.normal(0, 3, (2, FRAMES)).astype(np.float32)
+        writer.add_trial(video, responses, behavior, pupil, tier, f"clip-{i}")
+    writer.finish(np.arange(N_NEURONS), rng.uniform(0, 500, (N_NEURONS, 3)).astype(np.float32))
 
 
 def raw_rate(store, plan: list[np.ndarray]) -> float:
@@ -76,14 +85,14 @@ def raw_rate(store, plan: list[np.ndarray]) -> float:
     return sum(len(c) for c in plan) / (time.perf_counter() - started)
 
 
-def pipeline_rate(store, steps: int, clips_per_step: int, threads: int, prefetch: int) -> float:
-    from sensorium_jax.data.pipeline import make_train_dataset
-
-    dataset = make_train_dataset(store, clip_length=CLIP, clips_per_mouse=clips_per_step, seed=0,
-                                 read_threads=threads, prefetch=prefetch, num_steps=steps)
+def pipeline_rate(dataset, first: int, steps: int) -> float:
+    """Clips/s of steps first+1 .. first+steps in steady state: step `first` (untimed) starts
+    the reader threads; closing the iterator afterwards stops its read-ahead."""
     iterator = iter(dataset)
+    iterator.set_state({"next_index": first})
+    next(iterator)
     started = time.perf_counter()
-    count = sum(batch["mouse"].shape[0] for batch in iterator)
+    count = sum(next(iterator)["mouse"].shape[0] for _ in range(steps))
     elapsed = time.perf_counter() - started
     iterator.close()
     return count / elapsed
@@ -93,21 +102,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cache", type=Path, default=Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
                         / "sensorium_jax" / "bench_data")
-    parser.add_argument("--trials", type=int, default=200, help="trials of the random fallback mouse")
+    parser.add_argument("--source", choices=("auto", "synthetic", "random"), default="auto",
+                        help="the synthetic full preset (auto: when installed) or a random folder")
+    parser.add_argument("--trials", type=int, default=200, help="trials of the random mouse")
     parser.add_argument("--steps", type=int, default=48)
     parser.add_argument("--clips-per-step", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--prefetch", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=5, help="alternating raw/pipeline measurements")
     parser.add_argument("--chunking", action="store_true", help="run the chunk/codec grid instead")
+    parser.add_argument("--write-random-folder", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.write_random_folder:
+        return write_random_folder(args.write_random_folder, args.trials)
     args.cache.mkdir(parents=True, exist_ok=True)
     if args.chunking:
         return chunking_grid(args.cache)
 
-    from sensorium_jax.data.pipeline import make_sampler
+    from sensorium_jax.data.pipeline import make_sampler, make_train_dataset
     from sensorium_jax.data.store import convert, open_store
 
-    source = make_source(args.cache, args.trials)
+    source = make_source(args.cache, args.trials, args.source)
     out = args.cache / "store"
     shutil.rmtree(out, ignore_errors=True)
     started = time.perf_counter()
@@ -119,16 +134,22 @@ def main() -> None:
 
     store = open_store(out)
     sampler = make_sampler(store, clip_length=CLIP, seed=0, clips_per_mouse=args.clips_per_step)
-    plan = [sampler(step) for step in range(args.steps)]
+    steps, span = args.steps, args.steps + 1
+    plan = [sampler(step) for step in range(args.rounds * span)]
     raw_rate(store, plan)  # warm the page cache with exactly these clips
-    raw = raw_rate(store, plan)
-    piped = pipeline_rate(store, args.steps, args.clips_per_step, args.threads, args.prefetch)
-    raw_again = raw_rate(store, plan)
-    print(f"raw tensorstore reads: {raw:.0f} clips/s (again after the pipeline: {raw_again:.0f})")
+    dataset = make_train_dataset(store, clip_length=CLIP, clips_per_mouse=args.clips_per_step, seed=0,
+                                 read_threads=args.threads, prefetch=args.prefetch)
+    raws, pipes = [], []
+    for r in range(args.rounds):  # alternated, so that load from elsewhere hits both alike
+        raws.append(raw_rate(store, plan[r * span + 1 : (r + 1) * span]))
+        pipes.append(pipeline_rate(dataset, r * span, steps))  # the same clips
+    raw, piped = float(np.median(raws)), float(np.median(pipes))
+    print(f"raw tensorstore reads of the same clips: median {raw:.0f} clips/s, best {max(raws):.0f} "
+          f"({args.rounds} rounds of {steps * args.clips_per_step} clips)")
     print(f"pipeline ({args.threads} read threads, prefetch {args.prefetch}, {args.clips_per_step} clips/step, "
-          f"{CLIP} frames, normalized, padded): {piped:.0f} clips/s = {100 * piped / max(raw, raw_again):.0f}% "
-          f"of the better raw rate")
-    print(f"peak resident memory: {peak_rss_gb():.2f} GB")
+          f"{CLIP} frames, normalized, padded): median {piped:.0f} clips/s, best {max(pipes):.0f}; "
+          f"{100 * piped / raw:.0f}% of raw (medians), {100 * max(pipes) / max(raws):.0f}% (best)")
+    print(f"peak resident memory (conversion + reading): {peak_rss_gb():.2f} GB")
 
 
 def chunking_grid(cache: Path) -> None:

@@ -39,8 +39,6 @@ class BufferPool:
     batch, a view of it, or a zero-copy JAX array of it (which references it) keeps it out.
     """
 
-    _FREE = 3  # the pool's list, the loop variable, getrefcount's argument
-
     def __init__(self, limit: int = 16):
         self.limit = limit
         self._arrays: dict[tuple, list[np.ndarray]] = {}
@@ -50,8 +48,8 @@ class BufferPool:
         key = (tuple(shape), np.dtype(dtype).str)
         with self._lock:
             arrays = self._arrays.setdefault(key, [])
-            for array in arrays:
-                if sys.getrefcount(array) <= self._FREE:
+            for array, count in zip(arrays, _refcounts(arrays)):
+                if count <= _UNREFERENCED:
                     return array
             array = np.empty(shape, dtype)
             if len(arrays) < self.limit:
@@ -63,6 +61,15 @@ class BufferPool:
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(state["limit"])
+
+
+def _refcounts(arrays: list[np.ndarray]) -> list[int]:
+    return [sys.getrefcount(array) for array in arrays]
+
+
+# What `_refcounts` reads for an array that only its list holds, measured by the same code
+# (interpreters differ in how many temporary references a loop variable adds).
+_UNREFERENCED = _refcounts([np.empty(0)])[0]
 
 
 class _PendingBatch:
@@ -130,11 +137,12 @@ class _PendingBatch:
 class _ReadStep:
     """grain map: step index -> this process's share of that step's global batch."""
 
-    def __init__(self, store: Store, sampler: ClipSampler, process_index: int, process_count: int):
+    def __init__(self, store: Store, sampler: ClipSampler, process_index: int, process_count: int,
+                 pool_size: int):
         self.store, self.sampler = store, sampler
         share = sampler.batch_size // process_count
         self.rows = slice(process_index * share, (process_index + 1) * share)
-        self.pool = BufferPool()
+        self.pool = BufferPool(pool_size)
 
     def __call__(self, step: int) -> dict[str, np.ndarray]:
         clips = self.sampler(step)[self.rows]
@@ -177,9 +185,10 @@ def make_train_dataset(
 ) -> grain.IterDataset:
     """Endless (or `num_steps`) process-local training batches; see the module docstring.
 
-    `read_threads` batches are read concurrently, up to `prefetch` ahead of the consumer.
-    The global batch is `len(store.mice) * clips_per_mouse` ("all") or `batch_size`
-    ("uniform"); it must divide evenly between processes.
+    `read_threads` batches are read concurrently (at most `prefetch` of them), up to
+    `prefetch` ahead of the consumer, so memory is about `prefetch + 2` batches whatever the
+    data set size. The global batch is `len(store.mice) * clips_per_mouse` ("all") or
+    `batch_size` ("uniform"); it must divide evenly between processes.
     """
     sampler = make_sampler(store, clip_length=clip_length, seed=seed, clips_per_mouse=clips_per_mouse,
                            mouse_sampling=mouse_sampling, batch_size=batch_size, tiers=tiers)
@@ -188,10 +197,11 @@ def make_train_dataset(
                              f"a global batch divisible by process_count={process_count} "
                              f"and 0 <= process_index < process_count",
                              f"batch {sampler.batch_size}, process {process_index}")
+    prefetch = max(int(prefetch), 0)
+    threads = min(max(int(read_threads), 0), prefetch)  # grain uses no more threads than buffer slots
     steps = grain.MapDataset.range(num_steps if num_steps is not None else sys.maxsize)
-    dataset = steps.map(_ReadStep(store, sampler, process_index, process_count))
-    return dataset.to_iter_dataset(grain.ReadOptions(num_threads=max(int(read_threads), 0),
-                                                     prefetch_buffer_size=max(int(prefetch), 0)))
+    dataset = steps.map(_ReadStep(store, sampler, process_index, process_count, pool_size=prefetch + 2))
+    return dataset.to_iter_dataset(grain.ReadOptions(num_threads=threads, prefetch_buffer_size=prefetch))
 
 
 def make_eval_batches(store: Store, mouse: str | int, tier: str, batch_size: int) -> Iterator[dict[str, np.ndarray]]:
@@ -211,7 +221,7 @@ def make_eval_batches(store: Store, mouse: str | int, tier: str, batch_size: int
     n_frames = int(meta.lengths[trials].max())
     chunks = [trials[i : i + batch_size] for i in range(0, len(trials), batch_size)]
 
-    pool = BufferPool(limit=0)  # the caller may keep every batch; nothing to reuse
+    pool = BufferPool(limit=3)  # reused only once the caller has let go of a batch
 
     def issue(chunk: np.ndarray) -> _PendingBatch:
         clips = np.stack([np.full(len(chunk), index), chunk, np.zeros(len(chunk), np.int64)], 1)
