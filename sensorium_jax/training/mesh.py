@@ -7,6 +7,7 @@ or several hosts.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -31,7 +32,20 @@ def batch_sharded(mesh: jax.sharding.Mesh) -> NamedSharding:
 
 
 def replicate(tree: Any, mesh: jax.sharding.Mesh) -> Any:
-    return jax.device_put(tree, replicated(mesh))
+    """Places identical host values on every device of every process."""
+    sharding = replicated(mesh)
+    if jax.process_count() == 1:
+        return jax.device_put(tree, sharding)
+    return jax.tree.map(lambda leaf: _replicate_leaf(leaf, sharding), tree)
+
+
+def _replicate_leaf(leaf: Any, sharding: NamedSharding) -> jax.Array:
+    if jax.dtypes.issubdtype(getattr(leaf, "dtype", None), jax.dtypes.prng_key):
+        data = _replicate_leaf(jax.random.key_data(leaf), sharding)
+        wrap = functools.partial(jax.random.wrap_key_data, impl=jax.random.key_impl(leaf))
+        return jax.jit(wrap, out_shardings=sharding)(data)
+    host = np.asarray(leaf)
+    return jax.make_array_from_callback(host.shape, sharding, lambda index: host[index])
 
 
 def global_batch(local_batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
