@@ -35,3 +35,20 @@ def smoke_config(tiny_store):
     config = smoke.get_config()
     config.data.store = str(tiny_store)
     return config
+
+
+@pytest.fixture(scope="session")
+def trained_smoke_workdir(tiny_store, tmp_path_factory) -> Path:
+    """A short smoke training run whose checkpoints evaluation and inference tests share."""
+    import importlib
+
+    from sensorium_jax.training.loop import train_and_evaluate
+
+    sys.path.insert(0, str(REPO / "configs"))
+    config = importlib.import_module("smoke").get_config()
+    config.data.store = str(tiny_store)
+    config.train.steps = 20
+    config.train.eval_every = 10
+    workdir = tmp_path_factory.mktemp("smoke_run")
+    train_and_evaluate(config, workdir)
+    return workdir

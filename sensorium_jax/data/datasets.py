@@ -13,6 +13,7 @@ from pathlib import Path
 
 import jax
 import ml_collections
+import numpy as np
 
 ORACLE_FILE = "synthetic_oracle.json"
 
@@ -54,9 +55,13 @@ def write_oracle_summary(sources: list[Path], store_path: Path) -> None:
     """Copies each synthetic mouse's ground-truth ceiling next to the store, written last."""
     summary = {}
     for source in sources:
-        oracle_file = Path(source) / "ground_truth" / "oracle.json"
-        if oracle_file.exists():
-            summary[Path(source).name] = json.loads(oracle_file.read_text())
+        truth = Path(source) / "ground_truth"
+        if (truth / "oracle.json").exists():
+            entry = json.loads((truth / "oracle.json").read_text())
+            if (truth / "receptive_fields.npz").exists():
+                with np.load(truth / "receptive_fields.npz") as fields:
+                    entry["rf_position_px"] = fields["position"].tolist()  # (x, y) screen pixels
+            summary[Path(source).name] = entry
     if summary:
         temporary = store_path / (ORACLE_FILE + ".tmp")
         temporary.write_text(json.dumps(summary, indent=2))
@@ -72,12 +77,17 @@ def open_training_store(data: ml_collections.ConfigDict):
     return open_store(path)
 
 
+def synthetic_truth(store) -> dict | None:
+    """The synthetic data's ground truth summary (ceilings, RF positions), or None."""
+    path = Path(store.path) / ORACLE_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def oracle_ceiling(store, tier: str, metric: str = "single_trial_correlation") -> float | None:
     """Neuron-weighted mean ceiling over the store's mice, when the data is synthetic."""
-    path = Path(store.path) / ORACLE_FILE
-    if not path.exists():
+    summary = synthetic_truth(store)
+    if summary is None:
         return None
-    summary = json.loads(path.read_text())
     total, weight = 0.0, 0
     for mouse in store.mice:
         entry = summary.get(mouse, {}).get(tier)

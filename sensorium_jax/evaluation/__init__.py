@@ -1,0 +1,1 @@
+"""Scoring trained models on whole tiers: metrics, reports, plots and submission files."""

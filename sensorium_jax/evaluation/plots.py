@@ -1,0 +1,89 @@
+"""Figures of an evaluation: correlation distributions, example traces, readout positions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def correlation_histograms(per_tier: dict[str, np.ndarray], path: Path) -> Path:
+    """Distribution of per-neuron single-trial correlations, one panel per scored tier."""
+    tiers = list(per_tier)
+    fig, axes = plt.subplots(1, len(tiers), figsize=(4 * len(tiers), 3.2), squeeze=False)
+    for ax, tier in zip(axes[0], tiers):
+        values = per_tier[tier]
+        ax.hist(values, bins=40, color="#3b6ea5", alpha=0.85)
+        ax.axvline(values.mean(), color="k", lw=1, ls="--", label=f"mean {values.mean():.3f}")
+        ax.set_title(tier)
+        ax.set_xlabel("single-trial correlation")
+        ax.legend(frameon=False)
+    axes[0][0].set_ylabel("neurons")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def example_traces(recorded: np.ndarray, predicted: np.ndarray, title: str, path: Path, neurons: int = 4) -> Path:
+    """Recorded vs predicted responses of the best-predicted neurons of one trial ([T, N])."""
+    centered_r = recorded - recorded.mean(0)
+    centered_p = predicted - predicted.mean(0)
+    denominator = np.sqrt((centered_r**2).sum(0) * (centered_p**2).sum(0)) + 1e-12
+    order = np.argsort(-(centered_r * centered_p).sum(0) / denominator)[:neurons]
+    fig, axes = plt.subplots(len(order), 1, figsize=(9, 1.6 * len(order)), sharex=True, squeeze=False)
+    for ax, n in zip(axes[:, 0], order):
+        ax.plot(recorded[:, n], color="0.55", lw=1, label="recorded")
+        ax.plot(predicted[:, n], color="#c0392b", lw=1.3, label="predicted")
+        ax.set_ylabel(f"neuron {n}")
+    axes[0, 0].legend(frameon=False, ncol=2, loc="upper right")
+    axes[0, 0].set_title(title)
+    axes[-1, 0].set_xlabel("frame")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def readout_positions(learned_px: np.ndarray, true_px: np.ndarray | None, frame_shape: tuple[int, int],
+                      title: str, path: Path) -> Path:
+    """Learned receptive-field positions on the screen, against the true ones when known."""
+    h, w = frame_shape
+    fig, ax = plt.subplots(figsize=(6.4, 3.9))
+    ax.set_xlim(0, w)
+    ax.set_ylim(h, 0)
+    ax.set_aspect("equal")
+    if true_px is not None:
+        for (x0, y0), (x1, y1) in zip(true_px, learned_px):
+            ax.plot([x0, x1], [y0, y1], color="0.75", lw=0.6)
+        ax.scatter(true_px[:, 0], true_px[:, 1], s=10, color="0.3", label="true")
+    ax.scatter(learned_px[:, 0], learned_px[:, 1], s=10, color="#c0392b", label="learned")
+    ax.set_title(title)
+    ax.set_xlabel("x (pixels)")
+    ax.set_ylabel("y (pixels)")
+    ax.legend(frameon=False, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def grid_to_screen(grid: np.ndarray, frame_shape: tuple[int, int], model_config) -> np.ndarray | None:
+    """Readout grid positions ([-1, 1] over the core's feature map) in screen pixels.
+
+    Needs a core of unpadded spatial convolutions (the factorized family); None otherwise.
+    """
+    core = model_config.get("core") if hasattr(model_config, "get") else None
+    if core is None or "spatial_kernels" not in core:
+        return None
+    pool = int(core.get("input_pool", 1))
+    crop = sum(int(k) - 1 for k in core["spatial_kernels"]) / 2
+    h, w = frame_shape
+    feature_w, feature_h = w // pool - 2 * crop, h // pool - 2 * crop
+    x = crop + (grid[..., 0] + 1) / 2 * (feature_w - 1)
+    y = crop + (grid[..., 1] + 1) / 2 * (feature_h - 1)
+    return np.stack([(x + 0.5) * pool - 0.5, (y + 0.5) * pool - 0.5], axis=-1)

@@ -1,0 +1,76 @@
+"""SENSORIUM 2023 competition files: one parquet (brotli) per test tier, zipped per track.
+
+Each row is one trial: `mouse`, `trial_indices` (the trial's id in the official folder),
+`prediction` (neurons x frames after the burn-in) and `neuron_ids`. Rows are written as
+trials stream by, so memory stays bounded by one batch.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+SUBMISSION_TIERS = {
+    "live_test_main": ("predictions_live_main.parquet.brotli", "main"),
+    "final_test_main": ("predictions_final_main.parquet.brotli", "main"),
+    "live_test_bonus": ("predictions_live_bonus.parquet.brotli", "bonus"),
+    "final_test_bonus": ("predictions_final_bonus.parquet.brotli", "bonus"),
+}
+SCHEMA = pa.schema(
+    [
+        ("mouse", pa.string()),
+        ("trial_indices", pa.int64()),
+        ("prediction", pa.list_(pa.list_(pa.float32()))),
+        ("neuron_ids", pa.list_(pa.int64())),
+    ]
+)
+
+
+class SubmissionWriter:
+    def __init__(self, out: str | Path, store, burn_in: int = 50, raw_units: bool = False):
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.store = store
+        self.burn_in = burn_in
+        self.raw_units = raw_units
+        self._writers: dict[str, pq.ParquetWriter] = {}
+
+    def __call__(self, mouse: str, tier: str, trials: np.ndarray, predictions: np.ndarray, frame_mask: np.ndarray) -> None:
+        if tier not in SUBMISSION_TIERS:
+            return
+        meta = self.store.meta(mouse)
+        rows = {"mouse": [], "trial_indices": [], "prediction": [], "neuron_ids": []}
+        for trial, prediction, valid in zip(trials, predictions, frame_mask):
+            length = int(np.asarray(valid).sum())
+            kept = prediction[self.burn_in : length]  # [T - burn_in, N]
+            if self.raw_units:
+                kept = kept * meta.normalization.response_scale
+            rows["mouse"].append(mouse)
+            rows["trial_indices"].append(int(meta.trial_ids[int(trial)]))
+            rows["prediction"].append(np.ascontiguousarray(kept.T, np.float32).tolist())
+            rows["neuron_ids"].append(meta.unit_ids.tolist())
+        table = pa.Table.from_pydict(rows, schema=SCHEMA)
+        if tier not in self._writers:
+            name = SUBMISSION_TIERS[tier][0]
+            self._writers[tier] = pq.ParquetWriter(self.out / name, SCHEMA, compression="brotli")
+        self._writers[tier].write_table(table)
+
+    def close(self) -> list[Path]:
+        """Finishes the parquet files and zips them per track; returns the zip files."""
+        for writer in self._writers.values():
+            writer.close()
+        zips = []
+        for track in ("main", "bonus"):
+            files = [self.out / name for tier, (name, t) in SUBMISSION_TIERS.items()
+                     if t == track and tier in self._writers]
+            if files:
+                archive = self.out / f"submission_{track}.zip"
+                with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as handle:
+                    for file in files:
+                        handle.write(file, arcname=file.name)
+                zips.append(archive)
+        return zips

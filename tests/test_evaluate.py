@@ -1,0 +1,96 @@
+"""evaluate.py reports and submission files; load() + predict() reproduce the trainer."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from flax import nnx
+
+import sensorium_jax
+from sensorium_jax.models import build_model
+from sensorium_jax.data.store import open_store
+from sensorium_jax.training import checkpointing
+from sensorium_jax.training.mesh import make_data_mesh
+from sensorium_jax.training.schedules import learning_rate_schedule, make_optimizer
+from sensorium_jax.training.state import create_train_state
+from sensorium_jax.training.steps import make_predict_step
+from sensorium_jax.training.validation import predict_tier
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_evaluate_writes_report_plots_and_submission(trained_smoke_workdir, tiny_store, tmp_path):
+    out = tmp_path / "evaluation"
+    result = subprocess.run(
+        [sys.executable, str(REPO / "evaluate.py"), "--workdir", str(trained_smoke_workdir), "--store",
+         str(tiny_store), "--out", str(out), "--submission"],
+        capture_output=True, text=True, timeout=900,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    store = open_store(tiny_store)
+    assert set(report["mice"]) == set(store.mice)
+    oracle = report["pooled"]["oracle"]
+    assert oracle["neurons"] == sum(store.meta(m).n_neurons for m in store.mice)
+    assert -1 <= oracle["single_trial_correlation"] <= 1
+    assert 0 < oracle["fraction_of_ceiling"]["single_trial_correlation"] < 1.5
+    for name in ("report.md", "correlations.png", "traces.png", "positions.png"):
+        assert (out / name).stat().st_size > 0, name
+
+    main_zip = zipfile.ZipFile(out / "submission" / "submission_main.zip")
+    assert "predictions_live_main.parquet.brotli" in main_zip.namelist()
+    assert (out / "submission" / "submission_bonus.zip").exists()
+    burn_in = report["burn_in"]
+    table = pq.read_table(out / "submission" / "predictions_live_main.parquet.brotli").to_pylist()
+    assert set(table[0]) == {"mouse", "trial_indices", "prediction", "neuron_ids"}
+    expected_rows = sum(len(store.meta(m).trials_of("live_test_main")) for m in store.mice)
+    assert len(table) == expected_rows
+    for row in table:
+        meta = store.meta(row["mouse"])
+        trial = int(np.flatnonzero(meta.trial_ids == row["trial_indices"])[0])
+        prediction = np.asarray(row["prediction"])
+        assert prediction.shape == (meta.n_neurons, int(meta.lengths[trial]) - burn_in)
+        assert row["neuron_ids"] == meta.unit_ids.tolist()
+        assert np.all(prediction > 0)
+
+
+def test_load_predict_matches_the_trainers_predictions(trained_smoke_workdir, tiny_store):
+    model = sensorium_jax.load(trained_smoke_workdir)
+    store = open_store(tiny_store)
+    assert model.mice == store.mice
+    mouse = store.mice[1]
+    np.testing.assert_array_equal(model.neuron_ids(mouse), store.meta(mouse).unit_ids)
+
+    # The trainer's own predictions, from the same best checkpoint.
+    mesh = make_data_mesh()
+    schedule = learning_rate_schedule(model.config.schedule, int(model.config.train.steps))
+    graphdef, state_like = create_train_state(
+        build_model(model.config.model, model.card, nnx.Rngs(0)), make_optimizer(model.config.optimizer, schedule)
+    )
+    checkpoints = checkpointing.Checkpoints(trained_smoke_workdir)
+    state, _ = checkpoints.restore(checkpointing.BEST, state_like)
+    checkpoints.close()
+    predict = make_predict_step(graphdef, mesh)
+    batch, trainer = next(predict_tier(lambda b: predict(state.params, state.rest, b), store, mouse, "oracle", 4, mesh))
+
+    # load() takes raw recordings: undo the pipeline's normalization of that batch.
+    norm = store.meta(mouse).normalization
+    length = int(batch["frame_mask"][0].sum())
+    video = batch["video"][0, :length, ..., 0] * norm.video_std + norm.video_mean
+    behavior = batch["behavior"][0, :length] * norm.behavior_scale
+    pupil = batch["pupil_center"][0, :length] * norm.pupil_std + norm.pupil_mean
+    predicted = model.predict(video, behavior, pupil, mouse=mouse)
+    assert predicted.shape == (length, store.meta(mouse).n_neurons)
+    lost = model.frames_lost
+    np.testing.assert_allclose(predicted[lost:], trainer[0, lost:length], rtol=2e-4, atol=2e-5)
+    raw = model.predict(video, behavior, pupil, mouse=mouse, raw_units=True)
+    np.testing.assert_allclose(raw, predicted * norm.response_scale, rtol=1e-5)
+    batched = model.predict(video[None], behavior[None], pupil[None], mouse=mouse)
+    np.testing.assert_allclose(batched[0], predicted, rtol=1e-5, atol=1e-6)
