@@ -140,3 +140,37 @@ def test_two_process_distributed_run_trains_and_checkpoints(tiny_store, tmp_path
     assert checkpointing.Checkpoints(workdir).latest_step() == 20
     losses = [r["loss"] for r in read_metrics(workdir, "train")]
     assert losses and all(np.isfinite(losses))
+
+
+def test_train_step_compiles_once(smoke_config):
+    """After the first step nothing recompiles: state shardings and dtypes are stable."""
+    from flax import nnx
+
+    from sensorium_jax.data.pipeline import make_train_dataset
+    from sensorium_jax.data.store import open_store
+    from sensorium_jax.models import build_model, get_loss
+    from sensorium_jax.training.mesh import global_batch, make_data_mesh, replicate
+    from sensorium_jax.training.schedules import learning_rate_schedule, make_optimizer
+    from sensorium_jax.training.state import create_train_state
+    from sensorium_jax.training.steps import make_train_step
+
+    store = open_store(smoke_config.data.store)
+    mesh = make_data_mesh()
+    tx = make_optimizer(smoke_config.optimizer, learning_rate_schedule(smoke_config.schedule, 10))
+    graphdef, state = create_train_state(build_model(smoke_config.model, store.card(), nnx.Rngs(0)), tx)
+    state = replicate(state, mesh)
+    step = make_train_step(graphdef, tx, get_loss("poisson"), mesh)
+    batches = iter(make_train_dataset(store, clip_length=smoke_config.data.clip_length,
+                                      clips_per_mouse=smoke_config.data.clips_per_mouse, seed=0))
+    compiles = []
+    jax.monitoring.register_event_duration_secs_listener(
+        lambda name, duration, **kw: compiles.append(name) if name == "/jax/core/compile/backend_compile_duration" else None
+    )
+    state, _ = step(state, global_batch(next(batches), mesh))
+    first = len(compiles)
+    for _ in range(3):
+        state, metrics = step(state, global_batch(next(batches), mesh))
+        state = state.replace(lr_scale=replicate(np.float32(0.5), mesh))  # as the plateau schedule does
+    jax.block_until_ready(metrics)
+    assert first >= 1
+    assert len(compiles) == first
