@@ -15,23 +15,26 @@ Layout (a public format; zarr-python reads it too):
 T is the longest trial of the mouse (1 for static 2022 data); frames past a trial's length
 hold the fill value 0. `store.json` only ever lists complete mice (see `convert`).
 
-Chunks and codecs were chosen by measurement (`benchmarks/bench_data.py --chunking`; 2 CPU
-cores, page cache warm, 24 trials x 300 frames x 8,000 calcium-like float32 neurons, 512
-random 80-frame clips read 64 at a time, all reads issued then awaited):
+Chunks and codecs were chosen by measurement (`python benchmarks/bench_data.py --chunking`;
+2 shared CPU cores, page cache warm; 512 random 80-frame clips of [24 trials, 300, N]
+float32 responses, 64 reads issued then awaited; best clips/s of 3 passes, least CPU per clip):
 
-    responses chunk [1, Tc, 8000]   raw bytes         zstd-1           best other codec
-    Tc = 10                         764 clips/s       258 (x1.13)      blosc-lz4+shuffle 355 (x1.14)
-    Tc = 20                         737               241 (x1.13)      blosc-zstd1+shuffle 293 (x1.21)
-    Tc = 40                         696               227
-    Tc = 100                        640               189
-    Tc = 300 (whole trial)          680               153
-    sharded: shard [1,300,N], inner [1,10|20,N], raw: 640 | 605
+    responses chunk [1, Tc, N]   raw bytes                 zstd-1                  blosc-lz4 + shuffle
+    synthetic mouse (N = 8113)   (compression x1.00)       (x1.03)                 (x1.01)
+    Tc = 10                      417 clips/s, 1.41 ms CPU  160, 4.26 ms            270, 1.86 ms
+    Tc = 20                      421, 1.14                 151, 4.48               510, 1.44
+    Tc = 40                      801, 1.09 (x0.94: pads)   186, 4.08               508, 1.61
+    Tc = 100                     846, 1.24                 202, 4.92               370, 1.88
+    Tc = 300 (whole trial)       582, 1.18                 119, 5.78               255, 2.50
+    calcium-like random traces   Tc = 20: 737 clips/s      241 (x1.13)             326 (x1.14)
+    sharded (shard = trial, inner [1, 10 | 20, N], raw): 640 | 605 clips/s (vs 764 | 737 unsharded)
 
-Float32 activity compresses by only 13-21%, while decoding costs 2-3x in read rate, so
-responses (and everything else) are stored as raw little-endian bytes. Chunks of 20 frames
-read as fast as any (within noise of 10) with half the files of 10, and bound the excess read
-of an unaligned 80-frame clip to 100 frames (25%) when the page cache is cold.
-Behavior and pupil center are tiny: whole trials, several trials per chunk.
+Float32 activity hardly compresses (1-21%) while decoding costs 1.3-5x the CPU, so responses
+(and everything else) are stored as raw little-endian bytes. Wall-clock rates swing 2x with
+the load of the shared machine; CPU per clip is steadier: Tc = 20 and 40 cost the least.
+Tc = 20 divides the usual trial lengths (300, 320) and bounds the excess read of an unaligned
+80-frame clip to 20 frames when the page cache is cold. Behavior and pupil center are tiny:
+whole trials, several per chunk (the pipeline keeps them in memory anyway).
 """
 
 from __future__ import annotations
@@ -482,22 +485,27 @@ def _write_mouse(folder: Any, target: Path, fingerprint: str, video_dtype: str, 
     pending: list[ts.Future] = []
     bar = tqdm(range(meta.n_trials), desc=meta.name, unit="trial", disable=not progress,
                file=sys.stderr, dynamic_ncols=True, leave=True)
-    for i in bar:
-        trial = read_trial(folder, i)
-        length = int(meta.lengths[i])
-        video = trial["videos"]
-        if video_dtype == "uint8":
-            video = _exact_uint8(video)
-            if video is None:
-                bar.leave = False
-                bar.close()
-                raise _NotUint8()
-        for future in pending:  # at most one trial's writes in flight: bounded memory
-            future.result()
-        pending = [arrays["videos"][i, :length].write(video),
-                   arrays["responses"][i, :length].write(trial["responses"])]
-        for key in small:
-            small[key][i, :length] = trial[key]
+    try:
+        for i in bar:
+            trial = read_trial(folder, i)
+            length = int(meta.lengths[i])
+            video = trial["videos"]
+            if video_dtype == "uint8":
+                video = _exact_uint8(video)
+                if video is None:
+                    bar.leave = False
+                    raise _NotUint8()
+            for future in pending:  # at most one trial's writes in flight: bounded memory
+                future.result()
+            pending = [arrays["videos"][i, :length].write(video),
+                       arrays["responses"][i, :length].write(trial["responses"])]
+            for key in small:
+                small[key][i, :length] = trial[key]
+    finally:
+        bar.close()
+        for future in pending:  # nothing may still write into the folder once we return
+            with contextlib.suppress(Exception):
+                future.result()
     for future in pending:
         future.result()
     for key, values in small.items():
