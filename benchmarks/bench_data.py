@@ -72,9 +72,10 @@ def write_random_folder(folder: Path, trials: int) -> None:
     writer.finish(np.arange(N_NEURONS), rng.uniform(0, 500, (N_NEURONS, 3)).astype(np.float32))
 
 
-def raw_rate(store, plan: list[np.ndarray]) -> float:
-    """Clips/s of bare tensorstore reads of the planned clips, all reads of a step at once."""
-    started = time.perf_counter()
+def raw_rate(store, plan: list[np.ndarray]) -> tuple[float, float]:
+    """Clips/s and CPU ms/clip of bare tensorstore reads of the planned clips, all reads of a
+    step issued, then awaited."""
+    started, cpu = time.perf_counter(), time.process_time()
     for clips in plan:
         futures = []
         for mouse, trial, start in clips:
@@ -82,7 +83,8 @@ def raw_rate(store, plan: list[np.ndarray]) -> float:
             futures += [arrays[key][int(trial), int(start) : int(start) + CLIP].read() for key in arrays]
         for future in futures:
             future.result()
-    return sum(len(c) for c in plan) / (time.perf_counter() - started)
+    count = sum(len(c) for c in plan)
+    return count / (time.perf_counter() - started), (time.process_time() - cpu) / count * 1e3
 
 
 def pipeline_rate(dataset, first: int, steps: int) -> float:
@@ -91,11 +93,11 @@ def pipeline_rate(dataset, first: int, steps: int) -> float:
     iterator = iter(dataset)
     iterator.set_state({"next_index": first})
     next(iterator)
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     count = sum(next(iterator)["mouse"].shape[0] for _ in range(steps))
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu
     iterator.close()
-    return count / elapsed
+    return count / elapsed, cpu / count * 1e3
 
 
 def main() -> None:
@@ -143,12 +145,15 @@ def main() -> None:
     for r in range(args.rounds):  # alternated, so that load from elsewhere hits both alike
         raws.append(raw_rate(store, plan[r * span + 1 : (r + 1) * span]))
         pipes.append(pipeline_rate(dataset, r * span, steps))  # the same clips
-    raw, piped = float(np.median(raws)), float(np.median(pipes))
-    print(f"raw tensorstore reads of the same clips: median {raw:.0f} clips/s, best {max(raws):.0f} "
-          f"({args.rounds} rounds of {steps * args.clips_per_step} clips)")
+    (raw, raw_cpu), (piped, pipe_cpu) = np.median(raws, axis=0), np.median(pipes, axis=0)
+    best_raw, best_pipe = max(r for r, _ in raws), max(p for p, _ in pipes)
+    print(f"raw tensorstore reads of the same clips: median {raw:.0f} clips/s, best {best_raw:.0f}, "
+          f"{raw_cpu:.2f} CPU ms/clip ({args.rounds} rounds of {steps * args.clips_per_step} clips)")
     print(f"pipeline ({args.threads} read threads, prefetch {args.prefetch}, {args.clips_per_step} clips/step, "
-          f"{CLIP} frames, normalized, padded): median {piped:.0f} clips/s, best {max(pipes):.0f}; "
-          f"{100 * piped / raw:.0f}% of raw (medians), {100 * max(pipes) / max(raws):.0f}% (best)")
+          f"{CLIP} frames, normalized, padded): median {piped:.0f} clips/s, best {best_pipe:.0f}, "
+          f"{pipe_cpu:.2f} CPU ms/clip; {100 * piped / raw:.0f}% of raw (medians), "
+          f"{100 * best_pipe / best_raw:.0f}% (best)")
+    print("per round (raw, pipeline clips/s): " + ", ".join(f"({r:.0f}, {p:.0f})" for (r, _), (p, _) in zip(raws, pipes)))
     print(f"peak resident memory (conversion + reading): {peak_rss_gb():.2f} GB")
 
 
