@@ -26,8 +26,8 @@ def base_config() -> ml_collections.ConfigDict:
     data.train_tiers = ("train",)
     data.validation_tier = "oracle"
     data.eval_batch_size = 8
-    data.read_threads = 4
-    data.prefetch = 8  # batches read ahead (>= read_threads)
+    data.read_threads = 2
+    data.prefetch = 2  # batches read ahead (>= read_threads); memory ~ batch bytes x (prefetch + 2)
 
     config.model = ml_collections.ConfigDict()  # filled from the model registry's defaults
 
