@@ -174,3 +174,10 @@ def test_train_step_compiles_once(smoke_config):
     jax.block_until_ready(metrics)
     assert first >= 1
     assert len(compiles) == first
+
+
+def _error_summary(stderr: str) -> str:
+    """The lines that say why a subprocess died, not the thread dumps after them."""
+    lines = [l for l in stderr.splitlines() if "trial/s" not in l and "step/s" not in l]
+    key = [l for l in lines if any(w in l for w in ("Error", "error", "Fatal", "Check failed", "abort"))]
+    return "\n".join(key[:20] + ["..."] + lines[-30:])
