@@ -37,6 +37,7 @@ def main(argv: list[str]) -> None:
     except NonFiniteLossError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(3) from None
+    distributed.finish()
 
 
 if __name__ == "__main__":

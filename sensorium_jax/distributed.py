@@ -25,3 +25,13 @@ def initialize(coordinator: str = "", num_processes: int = 0, process_id: int = 
                 and os.environ.get("OMPI_COMM_WORLD_SIZE", "1") == "1":
             return
         jax.distributed.initialize()
+
+
+def finish() -> None:
+    """Leaves a multi-process run together: nobody shuts the coordinator down while another
+    process is still finishing its last checkpoint."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("sensorium_jax: run finished")
+        jax.distributed.shutdown()
