@@ -81,7 +81,8 @@ def grid_to_screen(grid: np.ndarray, frame_shape: tuple[int, int], model_config)
     if core is None or "spatial_kernels" not in core:
         return None
     pool = int(core.get("input_pool", 1))
-    crop = sum(int(k) - 1 for k in core["spatial_kernels"]) / 2
+    same = core.get("spatial_padding", "VALID") == "SAME"
+    crop = 0 if same else sum(int(k) - 1 for k in core["spatial_kernels"]) / 2
     h, w = frame_shape
     feature_w, feature_h = w // pool - 2 * crop, h // pool - 2 * crop
     x = crop + (grid[..., 0] + 1) / 2 * (feature_w - 1)
