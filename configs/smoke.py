@@ -1,4 +1,10 @@
-"""Smoke test: the tiny synthetic preset and a tiny model; well under a minute on one CPU."""
+"""Smoke test: the tiny synthetic preset and a tiny model; about a minute on one CPU core.
+
+Sized by measurement on the tiny preset (oracle ceiling 0.65): validation correlation goes
+from ~0 untrained to ~0.25 (~0.38 of the ceiling) in 300 steps. At learning rate 1e-2 the
+readout's position network of some mice locks onto a wrong retinotopic map and stays near
+0.05, so the rate stays at the baseline's 5e-3.
+"""
 
 from sensorium_jax.config import base_config
 from sensorium_jax.models import default_model_config
@@ -14,9 +20,11 @@ def get_config():
     config.model.core.channels = (8, 8)
     config.model.core.spatial_kernels = (7, 3)
     config.model.core.temporal_kernels = (5, 3)
-    config.schedule.learning_rate = 1e-2
-    config.train.steps = 60
-    config.train.eval_every = 20
-    config.train.log_every = 10
+    config.model.core.input_pool = 2  # 18 x 32 feature maps: 4x cheaper, twice the RF in pixels
+    config.model.core.spatial_padding = "SAME"  # keep RFs at the screen edges readable
+    config.schedule.learning_rate = 5e-3
+    config.train.steps = 300
+    config.train.eval_every = 100
+    config.train.log_every = 20
     config.train.burn_in = 15  # the tiny preset scores (and its oracle ceiling) use 15
     return config

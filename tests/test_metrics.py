@@ -268,14 +268,14 @@ def test_cpu_and_accelerator_passes_agree():
     np.testing.assert_allclose(rows_sums, direct, rtol=1e-5, atol=1e-3)
     assert np.isfinite(np.asarray(rows_sums)).all()
 
-    b, t, n_stim = 3, 9, 2
+    b, t, n_stim = 3, 2 * passes.FRAME_BLOCK + 5, 2  # full frame blocks and a clamped tail
     xs = rng.normal(size=(b, t, N)).astype(np.float32)
     ys = rng.normal(size=(b, t, N)).astype(np.float32)
     slot = np.array([1, 0, 1], np.int32)
     mask = rng.random((b, t)) > 0.3
     xs[~mask] = np.nan
     start = np.zeros((n_stim, t + 2, N), np.float32)  # stats may hold more frames
-    got = jax.jit(passes._scatter_rows)(start, start, xs, ys, slot, mask, k, k)
+    got = jax.jit(passes._scatter_blocks)(start, start, xs, ys, slot, mask, k, k)
     want = jax.jit(passes._scatter_direct)(start, start, xs, ys, slot, mask, k, k)
     for g, w in zip(got, want):
         np.testing.assert_allclose(g, w, atol=1e-6)

@@ -71,6 +71,7 @@ class Preset:
     bank: neurons.FilterBank = neurons.FilterBank()
     rates_dtype: str = "float32"
     median_samples: int = 4096  # rows the writer keeps per statistic for medians
+    reliability: tuple[float, float] = (4.5, 5.5)  # beta (a, b) of the neurons' rate-response correlation
 
     @property
     def video_trials(self) -> int:
@@ -90,16 +91,17 @@ PRESETS = {
     "tiny": Preset(
         name="tiny",
         mice=2,
-        neurons=(16, 24),
-        train_trials=16,
+        neurons=(120, 160),
+        train_trials=40,
         frames=60,
         long_trials=2,
         max_frames=72,
         repeats=3,
-        repeated_stimuli=_repeated(oracle=2, live_main=1, live_bonus=1, final_main=1, final_bonus=2),
+        repeated_stimuli=_repeated(oracle=4, live_main=1, live_bonus=1, final_main=1, final_bonus=2),
         calibration_clips=3,
         static_train=40,
         static_repeated={"validation": 4, "test": 4, "final_test": 4},
+        reliability=(9.0, 3.0),
     ),
     "small": Preset(
         name="small",
@@ -239,7 +241,9 @@ class Mouse:
 def build_mouse(preset: Preset, seed: int, index: int, static: bool = False) -> Mouse:
     """Samples the population and calibrates drive normalization and noise on natural stimuli."""
     rng = _rng(seed, index, 0)
-    population = neurons.sample_population(rng, neuron_count(preset, seed, index), preset.bank)
+    population = neurons.sample_population(
+        rng, neuron_count(preset, seed, index), preset.bank, reliability=preset.reliability
+    )
     model = neurons.sample_mouse_behavior_model(rng)
     readout = neurons.SpatialReadout(preset.bank, population["position"], population["channel"])
     mouse = Mouse(mouse_name(seed, index, static), "static" if static else "video", population, model, readout)

@@ -70,9 +70,17 @@ class FilterBank:
 
 
 def sample_population(
-    rng: np.random.Generator, n_neurons: int, bank: FilterBank, frame_shape: tuple[int, int] = FRAME_SHAPE
+    rng: np.random.Generator,
+    n_neurons: int,
+    bank: FilterBank,
+    frame_shape: tuple[int, int] = FRAME_SHAPE,
+    reliability: tuple[float, float] = (4.5, 5.5),
 ) -> dict[str, np.ndarray]:
-    """Per-neuron parameters (arrays of length N) and the retinotopic map of one mouse."""
+    """Per-neuron parameters (arrays of length N) and the retinotopic map of one mouse.
+
+    `reliability`: the beta distribution (a, b) of each neuron's target correlation between
+    its noise-free rate and its responses (clipped to [0.15, 0.9]).
+    """
     H, W = frame_shape
     n = n_neurons
     # cortical positions (microns): a ~800 um field of view, a few imaging planes in L2-5
@@ -122,7 +130,7 @@ def sample_population(
         "baseline": (amplitude * rng.uniform(0.02, 0.1, n)).astype(np.float32),
         "beta_running": rng.normal(0.35, 0.2, n).astype(np.float32),
         "beta_pupil": rng.normal(0.2, 0.2, n).astype(np.float32),
-        "target_reliability": np.clip(rng.beta(4.5, 5.5, n), 0.15, 0.9).astype(np.float32),
+        "target_reliability": np.clip(rng.beta(*reliability, n), 0.15, 0.9).astype(np.float32),
     }
 
 

@@ -72,16 +72,28 @@ def uniform(limit: float) -> Initializer:
     return init
 
 
-def conv3d(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """Plain 'VALID' 3D convolution: x [B, T, H, W, Ci], kernel [kt, kh, kw, Ci, Co]."""
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1, 1), "VALID", dimension_numbers=_DN3)
+def _spatial_padding(kernel: jax.Array, padding: str) -> list[tuple[int, int]]:
+    """(H, W) padding of a (kt, kh, kw) kernel: none ("VALID") or half the kernel ("SAME")."""
+    if padding == "VALID":
+        return [(0, 0), (0, 0)]
+    if padding != "SAME":
+        raise ValueError(f"spatial padding must be 'VALID' or 'SAME', got {padding!r}")
+    kh, kw = kernel.shape[1:3]
+    return [((kh - 1) // 2, kh // 2), ((kw - 1) // 2, kw // 2)]
 
 
-def spatial_conv_folded(x: jax.Array, kernel: jax.Array) -> jax.Array:
+def conv3d(x: jax.Array, kernel: jax.Array, padding: str = "VALID") -> jax.Array:
+    """3D convolution, x [B, T, H, W, Ci], kernel [kt, kh, kw, Ci, Co]: never padded in time,
+    padded in space as `padding` says."""
+    pad = [(0, 0), *_spatial_padding(kernel, padding)]
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1, 1), pad, dimension_numbers=_DN3)
+
+
+def spatial_conv_folded(x: jax.Array, kernel: jax.Array, padding: str = "VALID") -> jax.Array:
     """(1, kh, kw) convolution as a 2D convolution with the frames folded into the batch."""
     b, t, h, w, c = x.shape
     y = jax.lax.conv_general_dilated(
-        x.reshape(b * t, h, w, c), kernel[0], (1, 1), "VALID", dimension_numbers=_DN2
+        x.reshape(b * t, h, w, c), kernel[0], (1, 1), _spatial_padding(kernel, padding), dimension_numbers=_DN2
     )
     return y.reshape(b, t, *y.shape[1:])
 
@@ -104,20 +116,24 @@ def resolve_conv_impl(impl: ConvImpl) -> str:
     return impl
 
 
-def factorized_conv(x: jax.Array, kernel: jax.Array, impl: ConvImpl = "auto") -> jax.Array:
-    """A 'VALID' 3D convolution whose kernel is (1, k, k) or (k, 1, 1), in the chosen form."""
+def factorized_conv(x: jax.Array, kernel: jax.Array, impl: ConvImpl = "auto", padding: str = "VALID") -> jax.Array:
+    """A 3D convolution whose kernel is (1, k, k) or (k, 1, 1), in the chosen form; never
+    padded in time, padded in space as `padding` ("VALID" or "SAME") says."""
     if resolve_conv_impl(impl) == "3d":
-        return conv3d(x, kernel)
+        return conv3d(x, kernel, padding)
     kt, kh, kw = kernel.shape[:3]
     if kt == 1:
-        return spatial_conv_folded(x, kernel)
+        return spatial_conv_folded(x, kernel, padding)
     if kh == 1 and kw == 1:
         return temporal_conv_folded(x, kernel)
-    return conv3d(x, kernel)
+    return conv3d(x, kernel, padding)
 
 
 class FactorizedLayer(nnx.Module):
-    """Spatial (1, k, k) conv, temporal (kt, 1, 1) conv, BatchNorm, ELU; no padding.
+    """Spatial (1, k, k) conv, temporal (kt, 1, 1) conv, BatchNorm, ELU.
+
+    Never padded in time (causal: frames are lost at the start of a clip); in space unpadded
+    ("VALID", the baseline) or zero-padded to keep the frame size ("SAME").
 
     The convolutions carry no bias: BatchNorm's shift follows and would absorb it.
     """
@@ -132,6 +148,7 @@ class FactorizedLayer(nnx.Module):
         compute_dtype: jnp.dtype = jnp.float32,
         conv_impl: ConvImpl = "auto",
         bn_momentum: float = 0.9,
+        spatial_padding: str = "VALID",
         rngs: nnx.Rngs,
     ):
         init = lecun_normal()
@@ -141,10 +158,11 @@ class FactorizedLayer(nnx.Module):
         self.norm = nnx.BatchNorm(out_channels, momentum=bn_momentum, epsilon=1e-5, rngs=rngs)
         self.compute_dtype = compute_dtype
         self.conv_impl = conv_impl
+        self.spatial_padding = spatial_padding
 
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         dt = self.compute_dtype
-        y = factorized_conv(x.astype(dt), self.spatial[...].astype(dt), self.conv_impl)
+        y = factorized_conv(x.astype(dt), self.spatial[...].astype(dt), self.conv_impl, self.spatial_padding)
         y = factorized_conv(y, self.temporal[...].astype(dt), self.conv_impl)
         y = self.norm(y.astype(jnp.float32), use_running_average=not train)
         return jax.nn.elu(y)
@@ -163,18 +181,21 @@ class Factorized3dCore(nnx.Module):
         compute_dtype: str | jnp.dtype = "float32",
         conv_impl: ConvImpl = "auto",
         bn_momentum: float = 0.9,
+        spatial_padding: str = "VALID",
         rngs: nnx.Rngs,
     ):
         if not len(channels) == len(spatial_kernels) == len(temporal_kernels):
             raise ValueError("channels, spatial_kernels and temporal_kernels need equal lengths")
         resolve_conv_impl(conv_impl)  # fail early on a bad name
+        if spatial_padding not in ("VALID", "SAME"):
+            raise ValueError(f"spatial_padding must be 'VALID' or 'SAME', got {spatial_padding!r}")
         dtype = jnp.dtype(compute_dtype)
         ins = (in_channels, *channels[:-1])
         self.layers = nnx.List(
             [
                 FactorizedLayer(
                     ci, co, ks, kt, compute_dtype=dtype, conv_impl=conv_impl,
-                    bn_momentum=bn_momentum, rngs=rngs,
+                    bn_momentum=bn_momentum, spatial_padding=spatial_padding, rngs=rngs,
                 )
                 for ci, co, ks, kt in zip(ins, channels, spatial_kernels, temporal_kernels)
             ]
@@ -182,6 +203,7 @@ class Factorized3dCore(nnx.Module):
         self.out_channels = int(channels[-1])
         self.spatial_kernels = tuple(int(k) for k in spatial_kernels)
         self.temporal_kernels = tuple(int(k) for k in temporal_kernels)
+        self.spatial_padding = spatial_padding
 
     def frames_lost(self) -> int:
         """Frames eaten by the unpadded temporal convolutions (same for any clip length)."""
@@ -189,7 +211,7 @@ class Factorized3dCore(nnx.Module):
 
     def output_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int, int]:
         """(T', H', W', C) of the feature maps for an input clip of the given size."""
-        lost_s = sum(k - 1 for k in self.spatial_kernels)
+        lost_s = 0 if self.spatial_padding == "SAME" else sum(k - 1 for k in self.spatial_kernels)
         return frames - self.frames_lost(), height - lost_s, width - lost_s, self.out_channels
 
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:

@@ -67,10 +67,13 @@ class MLPShifter(nnx.Module):
     shift lies in [-1, 1] grid units.
     """
 
-    def __init__(self, n_mice: int, hidden: Sequence[int] = (5, 5), *, rngs: nnx.Rngs):
+    def __init__(self, n_mice: int, hidden: Sequence[int] = (5, 5), *, zero_init: bool = False, rngs: nnx.Rngs):
         self.mlp = StackedMLP(
             n_mice, (2, *hidden, 2), hidden_activation=jnp.tanh, final_activation=jnp.tanh, rngs=rngs
         )
+        if zero_init:  # no shift until learned (a random MLP moves every position by up to ~0.5)
+            last = self.mlp.kernels[-1]
+            last.value = jnp.zeros_like(last.value)
 
     def __call__(self, pupil_center: jax.Array, mouse: jax.Array) -> jax.Array:
         """pupil_center [B, T, 2] (normalized), mouse [B] -> shift [B, T, 2] as (x, y)."""
