@@ -32,10 +32,11 @@ def _latest_params(workdir: Path) -> list[np.ndarray]:
 def test_smoke_config_learns_a_fraction_of_the_oracle_ceiling(smoke_config, tmp_path):
     """The smoke config on the tiny preset, end to end: records, summary, checkpoints, learning.
 
-    Bars by measurement (seeds 0-2, 300 steps): untrained ~0.00, best 0.23-0.26 against an
-    oracle ceiling of 0.65 (0.35-0.40 of it). The bars, +0.15 over untrained and 0.25 of the
+    Bars by measurement (seeds 0-2, 300 steps): untrained -0.02-0.00, best 0.25-0.30 against
+    an oracle ceiling of 0.65 (0.39-0.46 of it). The bars, +0.15 over untrained and 0.3 of the
     ceiling, leave room for run-to-run noise but fail when positions, features or the data path
-    break (a model that does not learn stays below 0.07).
+    break (a mouse whose readout map is wrong stays below 0.07; one such mouse of two gives
+    0.16-0.18, under the bar).
     """
     summary = train_and_evaluate(smoke_config, tmp_path)
     validations = read_metrics(tmp_path, "validation")
@@ -50,7 +51,7 @@ def test_smoke_config_learns_a_fraction_of_the_oracle_ceiling(smoke_config, tmp_
     untrained = validations[0]["validation_correlation"]
     assert abs(untrained) < 0.1
     assert summary.best_validation_correlation > untrained + 0.15
-    assert summary.best_validation_correlation > 0.25 * summary.oracle_ceiling
+    assert summary.best_validation_correlation > 0.3 * summary.oracle_ceiling
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["best_step"] == summary.best_step
     assert json.loads((tmp_path / "dataset_card.json").read_text())["mice"]

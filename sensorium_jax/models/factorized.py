@@ -55,8 +55,13 @@ def factorized_config() -> ml_collections.ConfigDict:
                 "full_sigma": True,  # per-neuron 2x2 sigma; False: diagonal
                 # Neurons per group in the sampling step; bounds its memory (None: all at once).
                 "neuron_chunk": 1024,
+                # Start every position at the screen centre, so the retinotopic map unfolds in
+                # the data's orientation (a random start can lock in a mirrored map).
+                "centered_positions": True,
             },
-            "shifter": {"enabled": True, "hidden": (5, 5)},
+            # zero_init: the last layer starts at 0, so no shift until one is learned (a random
+            # MLP moves whole mice's positions by up to ~0.5 and can trap their readouts).
+            "shifter": {"enabled": True, "hidden": (5, 5), "zero_init": True},
         }
     )
 
@@ -127,6 +132,7 @@ class FactorizedModel(nnx.Module):
             init_sigma=ro.init_sigma,
             full_sigma=ro.full_sigma,
             neuron_chunk=ro.get("neuron_chunk"),
+            centered_positions=bool(ro.get("centered_positions", False)),
             rngs=rngs,
         )
         shifter = None  # assigned once: NNX makes an attribute first set to None static

@@ -8,14 +8,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import grain
 import jax
 import ml_collections
 import numpy as np
+import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
 from sensorium_jax.data.datasets import open_training_store, oracle_ceiling
 from sensorium_jax.data.pipeline import make_train_dataset
+from sensorium_jax.data.store import Store
 from sensorium_jax.models import build_model, get_loss
 from sensorium_jax.training import checkpointing
 from sensorium_jax.training.logging_utils import MetricsWriter
@@ -26,7 +29,7 @@ from sensorium_jax.training.schedules import (
     make_optimizer,
     plateau_update,
 )
-from sensorium_jax.training.state import create_train_state
+from sensorium_jax.training.state import TrainState, create_train_state
 from sensorium_jax.training.steps import make_predict_step, make_train_step
 from sensorium_jax.training.validation import single_trial_score
 
@@ -55,6 +58,46 @@ class TrainingSummary:
         return {**dataclasses.asdict(self), "fraction_of_ceiling": self.fraction_of_ceiling}
 
 
+@dataclasses.dataclass
+class TrainingSetup:
+    """The pieces a training run steps through, built the same way by the trainer and the benchmark."""
+
+    graphdef: nnx.GraphDef
+    state: TrainState  # replicated over the mesh
+    tx: optax.GradientTransformation
+    train_step: Callable[[TrainState, dict], tuple[TrainState, dict]]
+    dataset: grain.IterDataset
+
+
+def make_training_dataset(config: ml_collections.ConfigDict, store: Store) -> grain.IterDataset:
+    """This process's endless training batches, as `config.data` describes them."""
+    return make_train_dataset(
+        store,
+        clip_length=config.data.clip_length,
+        clips_per_mouse=config.data.clips_per_mouse,
+        mouse_sampling=config.data.mouse_sampling,
+        batch_size=config.data.batch_size or None,
+        seed=config.seed,
+        tiers=tuple(config.data.train_tiers),
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+        read_threads=config.data.read_threads,
+        prefetch=config.data.prefetch,
+    )
+
+
+def build_training(config: ml_collections.ConfigDict, store: Store, mesh: jax.sharding.Mesh) -> TrainingSetup:
+    """Model, optimizer, replicated state, compiled-on-first-use step and dataset of `config`."""
+    model = build_model(config.model, store.card(), nnx.Rngs(config.seed))
+    tx = make_optimizer(config.optimizer, learning_rate_schedule(config.schedule, int(config.train.steps)))
+    graphdef, state = create_train_state(model, tx)
+    state = replicate(state, mesh)
+    del model
+    dataset = make_training_dataset(config, store)
+    train_step = make_train_step(graphdef, tx, get_loss(config.train.loss), mesh)
+    return TrainingSetup(graphdef, state, tx, train_step, dataset)
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict,
     workdir: str | Path,
@@ -74,27 +117,10 @@ def train_and_evaluate(
         (workdir / "dataset_card.json").write_text(card.to_json())
 
     mesh = make_data_mesh()
-    model = build_model(config.model, card, nnx.Rngs(config.seed))
     total_steps = int(config.train.steps)
-    tx = make_optimizer(config.optimizer, learning_rate_schedule(config.schedule, total_steps))
-    graphdef, state = create_train_state(model, tx)
-    state = replicate(state, mesh)
-    del model
-
-    dataset = make_train_dataset(
-        store,
-        clip_length=config.data.clip_length,
-        clips_per_mouse=config.data.clips_per_mouse,
-        mouse_sampling=config.data.mouse_sampling,
-        batch_size=config.data.batch_size or None,
-        seed=config.seed,
-        tiers=tuple(config.data.train_tiers),
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        read_threads=config.data.read_threads,
-        prefetch=config.data.prefetch,
-    )
-    iterator = iter(dataset)
+    setup = build_training(config, store, mesh)
+    graphdef, state = setup.graphdef, setup.state
+    iterator = iter(setup.dataset)
 
     checkpoints = checkpointing.Checkpoints(workdir)
     plateau = PlateauState()
@@ -104,7 +130,7 @@ def train_and_evaluate(
         if is_main:
             print(f"Resuming from step {int(state.step)} in {checkpoints.root / checkpointing.LATEST}")
 
-    train_step = make_train_step(graphdef, tx, get_loss(config.train.loss), mesh)
+    train_step = setup.train_step
     predict_step = make_predict_step(graphdef, mesh)
     writer = MetricsWriter(workdir)
     eval_every = int(config.train.eval_every)

@@ -1,0 +1,1 @@
+"""Throughput measurements behind `python -m sensorium_jax.bench`."""

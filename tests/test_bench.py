@@ -1,0 +1,144 @@
+"""The throughput benchmark: its pure helpers, and the command end to end on the tiny store."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_peak_lookup_and_utilisation():
+    from sensorium_jax.benchmarking.peaks import lookup_peak, peak_flops, utilisation
+
+    assert lookup_peak("NVIDIA H100 80GB HBM3").name == "H100 SXM"
+    assert lookup_peak("NVIDIA H100 PCIe").name == "H100 PCIe"
+    assert lookup_peak("NVIDIA A100-SXM4-40GB").name == "A100"
+    assert lookup_peak("TPU v5 lite").name == "TPU v5e"
+    assert lookup_peak("cpu") is None
+    assert peak_flops("cpu", "float32") is None
+
+    peak = peak_flops("NVIDIA H100 80GB HBM3", "bfloat16")
+    assert peak == pytest.approx(989e12)
+    assert peak_flops("NVIDIA H100 80GB HBM3", "float32") == pytest.approx(66.9e12)
+    # 4 devices, 2e15 FLOPs per step in 10 ms: 2e17 FLOP/s achieved of 4 x 989e12 available.
+    assert utilisation(2e15, 0.01, 4, peak) == pytest.approx(2e17 / (4 * 989e12))
+    assert utilisation(2e15, 0.01, 4, None) is None
+
+
+def test_timing_summaries_and_cost_analysis():
+    from sensorium_jax.benchmarking.timing import flops_from_cost_analysis, summarize
+
+    s = summarize([0.3, 0.1, 0.2, 10.0])
+    assert s["median"] == pytest.approx(0.25)
+    assert s["min"] == 0.1 and s["max"] == 10.0
+    assert s["p10"] <= s["median"] <= s["p90"]
+    assert flops_from_cost_analysis({"flops": 12.0, "bytes accessed": 3.0}) == 12.0
+    assert flops_from_cost_analysis([{"flops": 7.0}]) == 7.0  # older JAX: one dict per executable
+    assert flops_from_cost_analysis(None) is None
+    assert flops_from_cost_analysis({"flops": 0.0}) is None
+
+
+def test_sweep_parsing():
+    import importlib.util
+
+    from sensorium_jax.benchmarking.sweep import parse_sweep, with_value
+    from sensorium_jax.errors import InputDataError
+
+    spec = importlib.util.spec_from_file_location("smoke_config", REPO / "configs" / "smoke.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    smoke_config = module.get_config()  # no store needed to parse
+
+    plan = parse_sweep("batch_size=2,4", smoke_config)
+    assert plan.key == "data.clips_per_mouse" and plan.values == (2, 4)
+    smoke_config.data.mouse_sampling = "uniform"
+    assert parse_sweep("batch_size=8", smoke_config).key == "data.batch_size"
+
+    plan = parse_sweep("schedule.learning_rate=1e-3,2e-3", smoke_config)
+    assert plan.values == (1e-3, 2e-3)
+    updated = with_value(smoke_config, plan.key, plan.values[1])
+    assert updated.schedule.learning_rate == 2e-3 and smoke_config.schedule.learning_rate == 5e-3
+    with pytest.raises(InputDataError):
+        parse_sweep("data.no_such_key=1,2", smoke_config)
+    with pytest.raises(InputDataError):
+        parse_sweep("data.clips_per_mouse=two", smoke_config)
+
+
+def _bench(tiny_store: Path, out: Path, *extra: str) -> dict:
+    result = subprocess.run(
+        [sys.executable, "-m", "sensorium_jax.bench", "--config", "configs/smoke.py",
+         f"--config.data.store={tiny_store}", "--steps", "3", "--metric_shape", "4,100,500",
+         "--inference_rounds", "2", "--json", str(out), *extra],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "clips/s" in result.stdout and "trials/s" in result.stdout  # the printed table
+    return json.loads(out.read_text())
+
+
+def _check_training(t: dict, device_count: int) -> None:
+    for key in ("median", "p10", "p90", "min", "max"):
+        assert t["step_seconds"][key] > 0
+    assert t["step_seconds"]["p10"] <= t["step_seconds"]["median"] <= t["step_seconds"]["p90"]
+    assert t["compile_seconds"] > 0 and t["lower_seconds"] > 0
+    assert t["clips_per_second"] == pytest.approx(t["global_batch"] / t["step_seconds"]["median"])
+    assert t["frames_per_second"] == pytest.approx(t["clips_per_second"] * t["clip_frames"])
+    assert 0 <= t["input_wait_fraction"] < 1
+    assert t["flops_per_step"] > 0
+    assert t["flops_per_step"] == pytest.approx(t["flops_per_step_per_device"] * device_count)
+    assert t["flops_per_second"] == pytest.approx(t["flops_per_step"] / t["step_seconds"]["median"])
+    if t["peak_flops_per_device"] is None:
+        assert t["utilisation"] is None
+    else:
+        assert 0 < t["utilisation"] <= 1
+    assert t["train_step_compilations"] == 1
+    assert t["final_loss"] > 0  # Poisson loss of a finite step
+    assert t["peak_host_rss_bytes"] > 0
+
+
+def test_bench_command_writes_every_figure(tiny_store, cache_dir, tmp_path):
+    report = _bench(tiny_store, tmp_path / "bench.json")
+
+    machine = report["machine"]
+    import jax
+
+    assert machine["device_count"] == jax.device_count() >= 1
+    assert machine["backend"] == jax.default_backend() and machine["device_kind"]
+    assert machine["jax_version"] == jax.__version__ and len(machine["devices"]) == machine["device_count"]
+    assert report["config_name"] == "smoke" and report["config_path"].endswith("configs/smoke.py")
+    assert report["overrides"] == [f"--config.data.store={tiny_store}"]
+
+    t = report["training"]
+    assert t["global_batch"] == 8 and t["clip_frames"] == 24 and t["steps"] == 3  # 2 mice x 4 clips
+    _check_training(t, machine["device_count"])
+    if machine["backend"] == "cpu":
+        assert t["utilisation"] is None and t["peak_device_memory_bytes"] is None
+
+    assert report["pipeline"]["clips_per_second"] > 0 and report["pipeline"]["process_batch"] == 8
+    kernel = report["metric_kernel"]
+    assert kernel["gb_per_second"] > 0 and kernel["bytes"] == 2 * 4 * 100 * 500 * 4
+    inference = report["inference"]
+    assert inference["trials_per_second"] > 0
+    assert 0 < inference["trial_frames"] <= 300
+    assert inference["output_shape"][:2] == [inference["trials_per_call"], inference["trial_frames"]]
+    assert report["peak_host_rss_bytes"] >= t["peak_host_rss_bytes"]
+    assert report["sweep"] is None
+
+
+def test_bench_sweep_gives_one_row_per_value(tiny_store, cache_dir, tmp_path):
+    report = _bench(tiny_store, tmp_path / "sweep.json", "--sweep", "batch_size=1,2")
+
+    sweep = report["sweep"]
+    assert sweep["name"] == "batch_size" and sweep["key"] == "data.clips_per_mouse"
+    assert [row["value"] for row in sweep["rows"]] == [1, 2]
+    assert [row["training"]["global_batch"] for row in sweep["rows"]] == [2, 4]  # 2 mice
+    for row in sweep["rows"]:
+        _check_training(row["training"], report["machine"]["device_count"])
+    small, large = (row["training"]["flops_per_step"] for row in sweep["rows"])
+    assert large > small  # twice the clips, more work per step
+    assert report["training"] is None
