@@ -224,7 +224,10 @@ def test_jitted_train_step_gradients_and_batchnorm(split_model, card):
     for i in range(20):
         params, rest, opt_state, loss, grads = step(params, rest, opt_state, batch)
         losses.append(float(loss))
-        if i == 0:  # gradients reach the core, the readout (sigma too) and the shifter
+        # Gradients reach the core, the readout (sigma too) and the shifter. From the second
+        # step: the position and shift MLPs' last layers start at zero, so their earlier
+        # layers get gradients once the first update has moved those.
+        if i == 1:
             names = {
                 jax.tree_util.keystr(path, simple=True, separator="/"): g
                 for path, g in jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(grads))[0]

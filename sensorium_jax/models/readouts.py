@@ -145,7 +145,7 @@ class GaussianReadout(nnx.Module):
             # (measured on the tiny preset: 1 mouse in 2 stuck mirrored at 0.03-0.07 in 2 of 3
             # seeds; none with centred positions).
             last = self.position_mlp.kernels[-1]
-            last.value = jnp.zeros_like(last.value)
+            last[...] = jnp.zeros_like(last[...])
         sigma_shape = (n_mice, n_max, 2, 2) if full_sigma else (n_mice, n_max, 2)
         if full_sigma:  # the reference draws the full matrix uniformly in [-s, s]
             sigma = uniform(init_sigma)(rngs.params(), sigma_shape)

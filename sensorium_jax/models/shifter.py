@@ -73,7 +73,7 @@ class MLPShifter(nnx.Module):
         )
         if zero_init:  # no shift until learned (a random MLP moves every position by up to ~0.5)
             last = self.mlp.kernels[-1]
-            last.value = jnp.zeros_like(last.value)
+            last[...] = jnp.zeros_like(last[...])
 
     def __call__(self, pupil_center: jax.Array, mouse: jax.Array) -> jax.Array:
         """pupil_center [B, T, 2] (normalized), mouse [B] -> shift [B, T, 2] as (x, y)."""
