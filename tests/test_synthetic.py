@@ -54,7 +54,8 @@ def test_video_folders_have_the_official_layout(tiny):
         coordinates = np.load(folder / "meta" / "neurons" / "cell_motor_coordinates.npy")
         n, n_trials = unit_ids.shape[0], tiers.shape[0]
         counts.append(n)
-        assert 16 <= n <= 24 and coordinates.shape == (n, 3) and hashes.shape == (n_trials,)
+        low, high = synthetic.PRESETS["tiny"].neurons
+        assert low <= n <= high and coordinates.shape == (n, 3) and hashes.shape == (n_trials,)
         assert set(tiers) == set(("train",) + synthetic.VIDEO_REPEATED_TIERS)
         padded = None
         for i in range(n_trials):
