@@ -98,6 +98,20 @@ def build_training(config: ml_collections.ConfigDict, store: Store, mesh: jax.sh
     return TrainingSetup(graphdef, state, tx, train_step, dataset)
 
 
+def agreed_score(score: float) -> float:
+    """Process 0's score on every process.
+
+    Saving the best checkpoint, lowering the rate and stopping all follow from the score and
+    all meet at orbax's cross-process barriers, so every process must take the same branch
+    even if its own float arithmetic differed in the last bit.
+    """
+    if jax.process_count() == 1:
+        return score
+    from jax.experimental import multihost_utils
+
+    return float(multihost_utils.broadcast_one_to_all(np.float32(score)))
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict,
     workdir: str | Path,
@@ -136,7 +150,7 @@ def train_and_evaluate(
     eval_every = int(config.train.eval_every)
 
     def evaluate(current) -> tuple[float, dict[str, float]]:
-        return single_trial_score(
+        score, per_mouse = single_trial_score(
             lambda batch: predict_step(current.params, current.rest, batch),
             store,
             mice,
@@ -145,6 +159,7 @@ def train_and_evaluate(
             config.train.burn_in,
             mesh,
         )
+        return agreed_score(score), per_mouse
 
     def checkpoint_meta(current_plateau: PlateauState) -> dict:
         return {
