@@ -60,10 +60,6 @@ class CompileCounter:
         cls._registered = True
 
 
-def _sync(tree) -> None:
-    jax.block_until_ready(tree)
-
-
 def measure_training(config: ml_collections.ConfigDict, store: Store, steps: int, warmup: int = 2,
                      label: str = "train") -> dict:
     """Compile time, per-step times, throughput, FLOPs and memory of `config`'s train step."""
@@ -95,7 +91,7 @@ def measure_training(config: ml_collections.ConfigDict, store: Store, steps: int
         if k:
             batch = global_batch(next(iterator), mesh)
         state, step_metrics = train_step(state, batch)
-        _sync(step_metrics)
+        jax.block_until_ready(step_metrics)
 
     waits, totals = [], []
     for _ in tqdm(range(steps), desc=label, unit="step", leave=False, dynamic_ncols=True):
@@ -103,7 +99,7 @@ def measure_training(config: ml_collections.ConfigDict, store: Store, steps: int
         local = next(iterator)
         fetched = time.perf_counter()
         state, step_metrics = train_step(state, global_batch(local, mesh))
-        _sync(step_metrics)
+        jax.block_until_ready(step_metrics)
         waits.append(fetched - start)
         totals.append(time.perf_counter() - start)
     loss = float(step_metrics["loss"])
@@ -171,7 +167,7 @@ def measure_metric_kernel(shape: tuple[int, int, int], rounds: int = 5) -> dict:
     responses = jax.random.normal(kx, shape, np.float32)
     predictions = 0.5 * responses + jax.random.normal(ky, shape, np.float32)
     mask = metrics.frame_mask(np.full(trials, frames), frames, 0)
-    _sync((responses, predictions, mask))
+    jax.block_until_ready((responses, predictions, mask))
 
     def run() -> None:
         stats = metrics.update_correlation_stats(metrics.init_correlation_stats(neurons), responses, predictions, mask)

@@ -71,7 +71,7 @@ class Preset:
     bank: neurons.FilterBank = neurons.FilterBank()
     rates_dtype: str = "float32"
     median_samples: int = 4096  # rows the writer keeps per statistic for medians
-    reliability: tuple[float, float] = (4.5, 5.5)  # beta (a, b) of the neurons' rate-response correlation
+    reliability: tuple[float, float] = neurons.RELIABILITY
 
     @property
     def video_trials(self) -> int:

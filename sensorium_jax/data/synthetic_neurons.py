@@ -33,6 +33,7 @@ SIMPLE, COMPLEX = 0, 1
 CELL_TYPES = ("simple", "complex")
 KERNEL_LENGTH = 12  # frames of the temporal kernel (latency included)
 SPECTRAL_FLOOR = 1e-4  # Gabor spectrum values below this (peak 1) are dropped
+RELIABILITY = (4.5, 5.5)  # beta (a, b) of the neurons' rate-response correlation
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +75,7 @@ def sample_population(
     n_neurons: int,
     bank: FilterBank,
     frame_shape: tuple[int, int] = FRAME_SHAPE,
-    reliability: tuple[float, float] = (4.5, 5.5),
+    reliability: tuple[float, float] = RELIABILITY,
 ) -> dict[str, np.ndarray]:
     """Per-neuron parameters (arrays of length N) and the retinotopic map of one mouse.
 

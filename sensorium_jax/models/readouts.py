@@ -134,18 +134,16 @@ class GaussianReadout(nnx.Module):
         self.full_sigma = full_sigma
         self.neuron_chunk = int(neuron_chunk) if neuron_chunk else None
         self.coordinates = ReadoutConstant(jnp.asarray(_normalized_coordinates(card, position_inputs)))
+        # centered_positions: every neuron starts at the screen centre and the map unfolds
+        # along the gradient, so its orientation comes from the data. A random map starts at a
+        # random orientation, and one that starts mirrored cannot flip through the collapsed
+        # map (measured on the tiny preset: 1 mouse in 2 stuck mirrored at 0.03-0.07 in 2 of 3
+        # seeds; none with centred positions).
         self.position_mlp = StackedMLP(
             n_mice, (position_inputs, position_hidden, 2),
-            hidden_activation=jax.nn.elu, final_activation=jnp.tanh, rngs=rngs,
+            hidden_activation=jax.nn.elu, final_activation=jnp.tanh,
+            zero_last_layer=centered_positions, rngs=rngs,
         )
-        if centered_positions:
-            # Every neuron starts at the screen centre and the map unfolds along the gradient,
-            # so its orientation comes from the data. A random map starts at a random
-            # orientation, and one that starts mirrored cannot flip through the collapsed map
-            # (measured on the tiny preset: 1 mouse in 2 stuck mirrored at 0.03-0.07 in 2 of 3
-            # seeds; none with centred positions).
-            last = self.position_mlp.kernels[-1]
-            last[...] = jnp.zeros_like(last[...])
         sigma_shape = (n_mice, n_max, 2, 2) if full_sigma else (n_mice, n_max, 2)
         if full_sigma:  # the reference draws the full matrix uniformly in [-s, s]
             sigma = uniform(init_sigma)(rngs.params(), sigma_shape)

@@ -28,12 +28,15 @@ class StackedMLP(nnx.Module):
         *,
         hidden_activation: Callable[[jax.Array], jax.Array] = jnp.tanh,
         final_activation: Callable[[jax.Array], jax.Array] | None = jnp.tanh,
+        zero_last_layer: bool = False,
         rngs: nnx.Rngs,
     ):
         init = lecun_normal(batch_axes=(0,))
         self.kernels = nnx.List(
             [nnx.Param(init(rngs.params(), (n_stack, a, b))) for a, b in zip(features, features[1:])]
         )
+        if zero_last_layer:  # outputs start at final_activation(0) for every input
+            self.kernels[-1][...] = jnp.zeros_like(self.kernels[-1][...])
         self.biases = nnx.List(
             [nnx.Param(jnp.zeros((n_stack, b), jnp.float32)) for b in features[1:]]
         )
@@ -68,12 +71,11 @@ class MLPShifter(nnx.Module):
     """
 
     def __init__(self, n_mice: int, hidden: Sequence[int] = (5, 5), *, zero_init: bool = False, rngs: nnx.Rngs):
+        # zero_init: no shift until learned (a random MLP moves every position by up to ~0.5)
         self.mlp = StackedMLP(
-            n_mice, (2, *hidden, 2), hidden_activation=jnp.tanh, final_activation=jnp.tanh, rngs=rngs
+            n_mice, (2, *hidden, 2), hidden_activation=jnp.tanh, final_activation=jnp.tanh,
+            zero_last_layer=zero_init, rngs=rngs,
         )
-        if zero_init:  # no shift until learned (a random MLP moves every position by up to ~0.5)
-            last = self.mlp.kernels[-1]
-            last[...] = jnp.zeros_like(last[...])
 
     def __call__(self, pupil_center: jax.Array, mouse: jax.Array) -> jax.Array:
         """pupil_center [B, T, 2] (normalized), mouse [B] -> shift [B, T, 2] as (x, y)."""
