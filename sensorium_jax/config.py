@@ -51,4 +51,9 @@ def base_config() -> ml_collections.ConfigDict:
     train.log_every = 10
     train.loss = "poisson"
     train.burn_in = 50  # frames dropped from each trial before scoring
+    # Exponential moving average of the parameters (0: none); validation, the best checkpoint's
+    # users and `load` then predict with the average.
+    train.ema_decay = 0.0
+    # CutMix of clips of the same mouse inside the step (probability 0: off).
+    train.cutmix = ml_collections.ConfigDict({"probability": 0.0, "alpha": 1.0})
     return config

@@ -22,8 +22,9 @@ from flax import nnx
 from sensorium_jax.data.card import DatasetCard
 from sensorium_jax.errors import InputDataError
 from sensorium_jax.models import build_model
+from sensorium_jax.models.windows import predict_frames
 from sensorium_jax.training.schedules import learning_rate_schedule, make_optimizer
-from sensorium_jax.training.state import abstract_like, create_train_state
+from sensorium_jax.training.state import abstract_like, create_train_state, uses_ema
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -74,6 +75,9 @@ class Predictor:
     def readout_positions(self) -> np.ndarray | None:
         """Learned mean readout positions [M, Nmax, 2] in [-1, 1] (x, y), when the readout has them."""
         model = nnx.merge(self._graphdef, self._params, self._rest)
+        if hasattr(model, "readout_positions"):
+            positions = model.readout_positions()
+            return None if positions is None else np.asarray(positions)
         readout = getattr(model, "readout", None)
         return np.asarray(readout.positions()) if hasattr(readout, "positions") else None
 
@@ -89,27 +93,12 @@ class Predictor:
         steady screen), so the output covers the whole trial; cores with a fixed clip length
         slide over the trial in windows.
         """
-        frames = batch["video"].shape[1]
-        lost = self.frames_lost
-        keys = ("video", "behavior", "pupil_center")
-        padded = {k: np.concatenate([np.repeat(batch[k][:, :1], lost, axis=1), batch[k]], axis=1) for k in keys}
-        padded["mouse"] = np.asarray(batch["mouse"], np.int32)
-        if not self.clip_length:
-            return np.asarray(self._forward(self._params, self._rest, padded))[:, -frames:]
-        window, stride = int(self.clip_length), int(self.clip_length) - lost
-        total = frames + lost
-        outputs = np.zeros((frames, padded["video"].shape[0], self.card.max_neurons), np.float32)
-        start = 0
-        while True:
-            start = min(start, total - window)
-            clip = {k: (v[:, start : start + window] if k != "mouse" else v) for k, v in padded.items()}
-            predicted = np.asarray(self._forward(self._params, self._rest, clip))  # last (window - lost) frames
-            # padded frames [start + lost, start + window) are output frames [start, start + window - lost)
-            outputs[start : start + predicted.shape[1]] = np.moveaxis(predicted, 1, 0)
-            if start + window >= total:
-                break
-            start += stride
-        return np.moveaxis(outputs, 0, 1)
+        inputs = {key: batch[key] for key in ("video", "behavior", "pupil_center")}
+        inputs["mouse"] = np.asarray(batch["mouse"], np.int32)
+        return predict_frames(
+            lambda clip: self._forward(self._params, self._rest, clip), inputs,
+            frames_lost=self.frames_lost, clip_length=self.clip_length, pad_start=True,
+        )
 
     def predict(
         self,
@@ -183,6 +172,6 @@ def load(path: str | Path) -> Predictor:
     card = DatasetCard.from_json(json.dumps(meta["dataset_card"]))
     model = build_model(config.model, card, nnx.Rngs(config.get("seed", 0)))
     tx = make_optimizer(config.optimizer, learning_rate_schedule(config.schedule, int(config.train.steps)))
-    graphdef, state = create_train_state(model, tx)
+    graphdef, state = create_train_state(model, tx, ema=uses_ema(config))
     restored = ocp.StandardCheckpointer().restore(checkpoint / "state", abstract_like(state))
-    return Predictor(config, card, restored.params, restored.rest, graphdef, source=str(checkpoint))
+    return Predictor(config, card, restored.inference_params, restored.rest, graphdef, source=str(checkpoint))

@@ -8,8 +8,10 @@ gives a fresh copy of a model's default configuration (configs start from it).
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable
 
+import jax
 import ml_collections
 from flax import nnx
 
@@ -20,7 +22,12 @@ Builder = Callable[[ml_collections.ConfigDict, DatasetCard, nnx.Rngs], nnx.Modul
 _BUILDERS: dict[str, Builder] = {}
 _DEFAULTS: dict[str, Callable[[], ml_collections.ConfigDict]] = {}
 # Modules that register the built-in models when imported.
-_BUILTIN_MODULES = ("sensorium_jax.models.factorized",)
+_BUILTIN_MODULES = (
+    "sensorium_jax.models.factorized",
+    "sensorium_jax.models.ensemble",
+    "sensorium_jax.models.gru",
+    "sensorium_jax.models.dwiseneuro",
+)
 
 
 def register_model(
@@ -68,3 +75,9 @@ def build_model(
 def _load_builtins() -> None:
     for module in _BUILTIN_MODULES:
         importlib.import_module(module)
+
+
+def count_parameters(model: nnx.Module) -> int:
+    """Number of trainable scalars (`nnx.Param` entries) of `model`; works on an abstract model
+    from `nnx.eval_shape` too (nothing is allocated)."""
+    return sum(int(math.prod(leaf.shape)) for leaf in jax.tree.leaves(nnx.state(model, nnx.Param)))

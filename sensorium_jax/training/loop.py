@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -29,8 +30,9 @@ from sensorium_jax.training.schedules import (
     make_optimizer,
     plateau_update,
 )
-from sensorium_jax.training.state import TrainState, create_train_state
-from sensorium_jax.training.steps import make_predict_step, make_train_step
+from sensorium_jax.training.augment import cutmix
+from sensorium_jax.training.state import TrainState, create_train_state, uses_ema
+from sensorium_jax.training.steps import Augment, make_predict_step, make_train_step
 from sensorium_jax.training.validation import single_trial_score
 
 
@@ -67,6 +69,8 @@ class TrainingSetup:
     tx: optax.GradientTransformation
     train_step: Callable[[TrainState, dict], tuple[TrainState, dict]]
     dataset: grain.IterDataset
+    frames_lost: int  # frames at the start of a clip the model does not predict
+    clip_length: int | None  # a fixed input length (whole trials are predicted in windows)
 
 
 def make_training_dataset(config: ml_collections.ConfigDict, store: Store) -> grain.IterDataset:
@@ -89,13 +93,25 @@ def make_training_dataset(config: ml_collections.ConfigDict, store: Store) -> gr
 def build_training(config: ml_collections.ConfigDict, store: Store, mesh: jax.sharding.Mesh) -> TrainingSetup:
     """Model, optimizer, replicated state, compiled-on-first-use step and dataset of `config`."""
     model = build_model(config.model, store.card(), nnx.Rngs(config.seed))
+    frames_lost, clip_length = int(model.frames_lost(None)), getattr(model, "clip_length", None)
     tx = make_optimizer(config.optimizer, learning_rate_schedule(config.schedule, int(config.train.steps)))
-    graphdef, state = create_train_state(model, tx)
+    graphdef, state = create_train_state(model, tx, ema=uses_ema(config))
     state = replicate(state, mesh)
     del model
     dataset = make_training_dataset(config, store)
-    train_step = make_train_step(graphdef, tx, get_loss(config.train.loss), mesh)
-    return TrainingSetup(graphdef, state, tx, train_step, dataset)
+    train_step = make_train_step(
+        graphdef, tx, get_loss(config.train.loss), mesh,
+        augment=make_augment(config.train), ema_decay=float(config.train.get("ema_decay", 0.0)), seed=config.seed,
+    )
+    return TrainingSetup(graphdef, state, tx, train_step, dataset, frames_lost, clip_length)
+
+
+def make_augment(train_config: ml_collections.ConfigDict) -> Augment | None:
+    """The in-step augmentation `train_config.cutmix` asks for (None: none)."""
+    options = train_config.get("cutmix")
+    if not options or not float(options.get("probability", 0.0)):
+        return None
+    return functools.partial(cutmix, probability=float(options.probability), alpha=float(options.alpha))
 
 
 def agreed_score(score: float) -> float:
@@ -151,13 +167,15 @@ def train_and_evaluate(
 
     def evaluate(current) -> tuple[float, dict[str, float]]:
         score, per_mouse = single_trial_score(
-            lambda batch: predict_step(current.params, current.rest, batch),
+            lambda batch: predict_step(current.inference_params, current.rest, batch),
             store,
             mice,
             config.data.validation_tier,
             config.data.eval_batch_size,
             config.train.burn_in,
             mesh,
+            frames_lost=setup.frames_lost,
+            clip_length=setup.clip_length,
         )
         return agreed_score(score), per_mouse
 

@@ -17,9 +17,18 @@ class TrainState:
     rest: nnx.State  # BatchNorm statistics, RNG state: everything that is not a parameter
     opt_state: optax.OptState
     lr_scale: jax.Array  # float32 scalar, set by the host-side plateau schedule
+    # An exponential moving average of the parameters (None without one); when present,
+    # validation, checkpoints' users and `load` predict with it.
+    ema_params: nnx.State | None = None
+
+    @property
+    def inference_params(self) -> nnx.State:
+        return self.params if self.ema_params is None else self.ema_params
 
 
-def create_train_state(model: nnx.Module, tx: optax.GradientTransformation) -> tuple[nnx.GraphDef, TrainState]:
+def create_train_state(
+    model: nnx.Module, tx: optax.GradientTransformation, *, ema: bool = False
+) -> tuple[nnx.GraphDef, TrainState]:
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     state = TrainState(
         step=jnp.zeros((), jnp.int32),
@@ -27,13 +36,19 @@ def create_train_state(model: nnx.Module, tx: optax.GradientTransformation) -> t
         rest=rest,
         opt_state=tx.init(params),
         lr_scale=jnp.ones((), jnp.float32),
+        ema_params=jax.tree.map(jnp.copy, params) if ema else None,
     )
     return graphdef, state
 
 
+def uses_ema(config) -> bool:
+    """Whether a training config keeps an EMA of the parameters (older configs have no field)."""
+    return float(config.train.get("ema_decay", 0.0) or 0.0) > 0.0
+
+
 def merge_model(graphdef: nnx.GraphDef, state: TrainState) -> nnx.Module:
-    """An eager model holding the state's current values (for inference and inspection)."""
-    return nnx.merge(graphdef, state.params, state.rest)
+    """An eager model holding the state's inference values (for inference and inspection)."""
+    return nnx.merge(graphdef, state.inference_params, state.rest)
 
 
 def abstract_like(tree: Any) -> Any:

@@ -9,6 +9,7 @@ import numpy as np
 
 from sensorium_jax import metrics
 from sensorium_jax.data.pipeline import make_eval_batches
+from sensorium_jax.models.windows import predict_frames
 from sensorium_jax.training.mesh import global_batch, local_slice, padded_size
 
 
@@ -28,23 +29,28 @@ def predict_tier(
     tier: str,
     batch_size: int,
     mesh: jax.sharding.Mesh,
+    *,
+    frames_lost: int = 0,
+    clip_length: int | None = None,
 ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
     """Yields (batch, predictions [B, T, N]) for every trial of a tier of one mouse.
 
-    Predictions cover the whole (padded) trial; frames a model cannot predict (those lost to
-    its temporal receptive field) are NaN, so callers mask them like padding.
+    Predictions cover the whole (padded) trial, in windows for models with a fixed
+    `clip_length`; frames a model cannot predict (those lost to its temporal receptive field)
+    are NaN, so callers mask them like padding.
     """
     n_neurons = store.meta(mouse).n_neurons
     compiled_size = padded_size(batch_size)
+
+    def forward(clip: dict[str, np.ndarray]) -> np.ndarray:
+        local = {key: value[local_slice(compiled_size)] for key, value in clip.items()}
+        return np.asarray(predict(global_batch(local, mesh)))
+
     for batch in make_eval_batches(store, mouse, tier, batch_size):
         count = batch["mouse"].shape[0]
         padded = _pad_examples(batch, compiled_size)
-        local = {key: value[local_slice(compiled_size)] for key, value in padded.items()}
-        outputs = np.asarray(predict(global_batch(local, mesh)))[:count, :, :n_neurons]
-        frames = batch["video"].shape[1]
-        full = np.full((count, frames, n_neurons), np.nan, np.float32)
-        full[:, frames - outputs.shape[1] :] = outputs
-        yield batch, full
+        full = predict_frames(forward, padded, frames_lost=frames_lost, clip_length=clip_length, pad_start=False)
+        yield batch, full[:count, :, :n_neurons]
 
 
 def scored_frame_mask(batch: dict[str, np.ndarray], predictions: np.ndarray, burn_in: int) -> np.ndarray:
@@ -63,13 +69,18 @@ def single_trial_score(
     batch_size: int,
     burn_in: int,
     mesh: jax.sharding.Mesh,
+    *,
+    frames_lost: int = 0,
+    clip_length: int | None = None,
 ) -> tuple[float, dict[str, float]]:
     """Single-trial correlation per mouse and pooled over all neurons of all mice."""
     per_mouse: dict[str, np.ndarray] = {}
     for mouse in mice:
         n_neurons = store.meta(mouse).n_neurons
         stats = metrics.init_correlation_stats(n_neurons)
-        for batch, predictions in predict_tier(predict, store, mouse, tier, batch_size, mesh):
+        for batch, predictions in predict_tier(
+            predict, store, mouse, tier, batch_size, mesh, frames_lost=frames_lost, clip_length=clip_length
+        ):
             mask = scored_frame_mask(batch, predictions, burn_in)
             responses = batch["responses"][..., :n_neurons]
             stats = metrics.update_correlation_stats(

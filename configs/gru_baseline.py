@@ -1,0 +1,30 @@
+"""The SENSORIUM 2023 GRU baseline at competition scale (point it at a store).
+
+    python train.py --config configs/gru_baseline.py --workdir runs/gru \
+        --config.data.store=/path/to/store
+
+Training as for the factorized baseline: 8 clips of 80 frames per mouse in every batch (40
+clips for the competition's 5 training mice), AdamW at 5e-3 with the plateau schedule. The GRU
+predicts every frame, so scoring drops only the burn-in frames.
+"""
+
+from sensorium_jax.config import base_config
+from sensorium_jax.models import default_model_config
+
+
+def get_config():
+    config = base_config()
+    config.data.synthetic_preset = "full"
+    config.data.clip_length = 80
+    config.data.clips_per_mouse = 8
+    config.data.mouse_sampling = "all"
+    config.model = default_model_config("gru")
+    config.optimizer.name = "adamw"
+    config.schedule.name = "plateau"
+    config.schedule.learning_rate = 5e-3
+    config.schedule.plateau_factor = 0.3
+    config.schedule.plateau_patience = 5
+    config.train.steps = 200_000
+    config.train.eval_every = 1000
+    config.train.burn_in = 50
+    return config

@@ -1,0 +1,166 @@
+"""The GRU baseline: shapes, causality, a learning train step, the registry."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+from test_models import make_batch, make_card
+
+from sensorium_jax.models import (
+    GRUModel,
+    align_targets,
+    build_model,
+    default_model_config,
+    gru_config,
+    poisson_loss,
+    registered_models,
+)
+from sensorium_jax.models.gru import conv2d, conv2d_patches
+
+T = 6
+
+
+def tiny_gru_config():
+    cfg = gru_config()
+    cfg.core.channels = (4, 4)
+    cfg.core.input_kernel = 3
+    cfg.core.hidden_kernel = 3
+    cfg.gru.channels = 4
+    cfg.gru.input_kernel = 3
+    cfg.gru.recurrent_kernel = 3
+    cfg.inputs.pupil_center = True
+    return cfg
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "train"))
+def forward(graphdef, state, batch, train):
+    model = nnx.merge(graphdef, state, copy=True)
+    return model(batch, train=train)
+
+
+@pytest.fixture(scope="module")
+def card():
+    return make_card()  # two mice, 5 and 9 neurons
+
+
+@pytest.fixture(scope="module")
+def split_model(card):
+    return nnx.split(build_model(tiny_gru_config(), card, nnx.Rngs(jax.random.key(0, impl="rbg"))))
+
+
+def test_shape_positivity_and_frames(split_model, card):
+    graphdef, state = split_model
+    model = nnx.merge(graphdef, state, copy=True)
+    assert isinstance(model, GRUModel)
+    assert model.frames_lost(T) == 0 and model.frames_lost(None) == 0 and model.frames_out(T) == T
+    batch = make_batch(card, [0, 1, 1], frames=T)
+    for train in (False, True):
+        pred = forward(graphdef, state, batch, train)
+        assert pred.shape == (3, T, card.max_neurons) and pred.dtype == jnp.float32
+        assert bool(jnp.all(pred > 0)) and bool(jnp.all(jnp.isfinite(pred)))
+
+
+def assert_causal(predict, batch, t):
+    """Changing every input from frame t on leaves frames < t unchanged and changes frame t."""
+    changed = dict(batch)
+    rng = np.random.default_rng(7)
+    for key in ("video", "behavior", "pupil_center"):
+        x = np.array(batch[key])
+        x[:, t:] = rng.normal(size=x[:, t:].shape)
+        changed[key] = x
+    before, after = np.asarray(predict(batch)), np.asarray(predict(changed))
+    np.testing.assert_allclose(after[:, :t], before[:, :t], rtol=1e-6, atol=1e-6)
+    assert np.abs(after[:, t] - before[:, t]).max() > 1e-4  # the change does reach frame t
+
+
+def test_causal(split_model, card):
+    graphdef, state = split_model
+    batch = make_batch(card, [0, 1], frames=T)
+
+    def predict(b):
+        return forward(graphdef, state, b, False)
+
+    for t in (1, T // 2, T - 1):
+        assert_causal(predict, batch, t)
+
+    # The check is real: the same model run backwards in time (anti-causal) fails it.
+    def backwards(b):
+        flipped = {k: (v[:, ::-1] if k in ("video", "behavior", "pupil_center") else v) for k, v in b.items()}
+        return np.asarray(predict(flipped))[:, ::-1]
+
+    with pytest.raises(AssertionError):
+        assert_causal(backwards, batch, T // 2)
+
+
+@pytest.mark.parametrize("kernel", [3, 4])
+def test_patches_convolution_equals_native(kernel):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 5, 7, 3)).astype(np.float32)
+    w = rng.normal(size=(kernel, kernel, 3, 4)).astype(np.float32)
+    np.testing.assert_allclose(
+        jax.jit(conv2d_patches)(x, w), jax.jit(conv2d)(x, w), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_model_same_for_both_recurrent_convolutions(split_model, card):
+    graphdef, state = split_model
+    batch = make_batch(card, [0, 1], frames=T)
+    outputs = []
+    for impl in ("native", "patches"):
+        model = nnx.merge(graphdef, state, copy=True)
+        model.gru.recurrent_conv = impl
+        outputs.append(forward(*nnx.split(model), batch, False))
+    np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
+
+
+def test_jitted_train_step_reduces_loss(split_model, card):
+    graphdef, params, rest = nnx.split(nnx.merge(*split_model, copy=True), nnx.Param, ...)
+    tx = optax.adamw(1e-2)
+    opt_state = tx.init(params)
+    batch = make_batch(card, [0, 1, 1], frames=T)
+
+    def objective(params, rest):
+        model = nnx.merge(graphdef, params, rest, copy=True)
+        pred = model(batch, train=True)
+        loss = poisson_loss(pred, *align_targets(batch, pred.shape[1]))
+        return loss, nnx.split(model, nnx.Param, ...)[2]
+
+    @jax.jit
+    def step(params, rest, opt_state):
+        (loss, rest), grads = jax.value_and_grad(objective, has_aux=True)(params, rest)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), rest, opt_state, loss, grads
+
+    losses = []
+    for i in range(20):
+        params, rest, opt_state, loss, grads = step(params, rest, opt_state)
+        losses.append(float(loss))
+        if i == 1:  # the GRU's kernels all get gradients
+            gru_grads = nnx.to_pure_dict(grads)["gru"]
+            assert set(gru_grads) == {"input_kernel", "bias", "gate_kernel", "candidate_kernel"}
+            for name, g in gru_grads.items():
+                assert float(jnp.abs(g).sum()) > 0, name
+    assert np.isfinite(losses).all()
+    assert np.mean(losses[-3:]) < losses[0] - 0.02, losses
+    assert step._cache_size() == 1
+
+
+def test_build_by_name(card):
+    assert "gru" in registered_models()
+    cfg = default_model_config("gru")
+    assert cfg.name == "gru" and tuple(cfg.core.channels) == (64, 64, 64, 64)
+    assert cfg.core.input_kernel == 9 and cfg.core.hidden_kernel == 7
+    assert cfg.gru.channels == 64 and cfg.gru.input_kernel == 9 and cfg.gru.recurrent_kernel == 9
+    small = tiny_gru_config()
+    small.name = "gru"
+    assert isinstance(build_model(small, card, nnx.Rngs(0)), GRUModel)
+    # The competition-scale model builds (abstractly: no arrays, no compile) with 64 channels.
+    abstract = nnx.eval_shape(lambda: build_model(cfg, card, nnx.Rngs(0)))
+    assert abstract.gru.gate_kernel.shape == (9, 9, 64, 128)
+    assert abstract.readout.features.shape == (2, 9, 64)
