@@ -1,4 +1,10 @@
-"""Smoke test of the GRU baseline: the tiny synthetic preset and a tiny GRU model.
+"""Smoke test of the GRU baseline: the tiny synthetic preset and a tiny GRU model (~3 min on
+2 busy CPU cores).
+
+Measured on the tiny preset (oracle ceiling 0.65): validation correlation goes from ~0
+untrained (0.026, 0.002) to 0.15-0.18 at step 100, 0.20-0.22 at step 200 and 0.24-0.25 at
+step 300 (seeds 0, 1), close to the factorized smoke config. The learning rate stays at the
+baselines' 5e-3 (see configs/smoke.py for why not 1e-2).
 """
 
 from sensorium_jax.config import base_config

@@ -208,3 +208,18 @@ def test_registry_and_competition_scale(card):
     batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), make_batch(big, [0, 1], frames=32))
     out = jax.eval_shape(lambda s, b: nnx.merge(graphdef, s)(b, train=True), state, batch)
     assert out.shape == (2, 32, 300) and out.dtype == jnp.float32
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("kernel", [(1, 3, 3), (5, 1, 1)])
+def test_depthwise_shifts_equal_the_grouped_convolution(kernel, stride):
+    from sensorium_jax.models.dwiseneuro import DepthwiseConv
+
+    if kernel[0] != 1 and stride != 1:
+        pytest.skip("temporal depthwise convolutions have no stride")
+    x = jax.random.normal(jax.random.key(0), (2, 6, 7, 9, 4))
+    native = DepthwiseConv(4, kernel, stride, compute_dtype=jnp.float32, impl="native", rngs=nnx.Rngs(0))
+    shifts = DepthwiseConv(4, kernel, stride, compute_dtype=jnp.float32, impl="shifts", rngs=nnx.Rngs(0))
+    a, b = native(x), shifts(x)
+    assert a.shape == b.shape
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)

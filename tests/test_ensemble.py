@@ -18,17 +18,20 @@ from sensorium_jax.training.steps import ema_decay_at, make_train_step, model_lo
 from test_models import make_batch, make_card, tiny_config
 
 
-def ensemble_config(members=3):
-    return ml_collections.ConfigDict({"name": "ensemble", "members": members, "member": tiny_config()})
+def ensemble_config(members=3, loop="vmap"):
+    return ml_collections.ConfigDict(
+        {"name": "ensemble", "members": members, "member": tiny_config(), "member_loop": loop}
+    )
 
 
 def as_jax(batch):
     return {k: jnp.asarray(v) for k, v in batch.items()}
 
 
-def test_each_member_gets_exactly_its_own_gradient():
+@pytest.mark.parametrize("loop", ["vmap", "map", "unroll"])
+def test_each_member_gets_exactly_its_own_gradient(loop):
     card = make_card()
-    ensemble = build_model(ensemble_config(3), card, nnx.Rngs(0))
+    ensemble = build_model(ensemble_config(3, loop), card, nnx.Rngs(0))
     batch = as_jax(make_batch(card, [0, 1, 1]))
     loss_fn = get_loss("poisson")
     graphdef, params, rest = nnx.split(ensemble, nnx.Param, ...)
@@ -56,6 +59,11 @@ def test_members_differ_and_prediction_is_their_mean():
     ensemble = build_model(ensemble_config(3), card, nnx.Rngs(0))
     batch = as_jax(make_batch(card, [0, 1]))
     members = np.asarray(ensemble.member_predictions(batch, train=False))
+    for loop in ("map", "unroll"):
+        looped = build_model(ensemble_config(3, loop), card, nnx.Rngs(0))
+        np.testing.assert_allclose(
+            np.asarray(looped.member_predictions(batch, train=False)), members, rtol=1e-5, atol=1e-6
+        )
     assert members.shape[0] == 3
     assert np.abs(members[0] - members[1]).max() > 1e-3, "members built from one stream must differ"
     np.testing.assert_allclose(np.asarray(ensemble(batch)), members.mean(0), rtol=1e-6)
@@ -63,9 +71,10 @@ def test_members_differ_and_prediction_is_their_mean():
     assert ensemble.readout_positions().shape == (2, card.max_neurons, 2)
 
 
-def test_ensemble_train_step_lowers_every_members_loss():
+@pytest.mark.parametrize("loop", ["vmap", "map", "unroll"])
+def test_ensemble_train_step_lowers_every_members_loss(loop):
     card = make_card()
-    ensemble = build_model(ensemble_config(2), card, nnx.Rngs(0))
+    ensemble = build_model(ensemble_config(2, loop), card, nnx.Rngs(0))
     mesh = make_data_mesh()
     tx = optax.adam(1e-2)
     graphdef, state = create_train_state(ensemble, tx)
@@ -81,10 +90,14 @@ def test_ensemble_train_step_lowers_every_members_loss():
         return np.asarray([get_loss("poisson")(p, targets, nm, fm) for p in preds])
 
     before = member_losses(state)
+    stats_before = [np.asarray(x) for x in jax.tree.leaves(nnx.state(state.rest, nnx.BatchStat))]
     for _ in range(15):
         state, metrics = step(state, batch)
     after = member_losses(state)
     assert np.all(after < before - 0.05), (before, after)
+    stats_after = [np.asarray(x) for x in jax.tree.leaves(nnx.state(state.rest, nnx.BatchStat))]
+    for b, a in zip(stats_before, stats_after):  # every member's BatchNorm statistics moved
+        assert np.all(np.abs(a - b).reshape(a.shape[0], -1).max(axis=1) > 0)
 
 
 def test_ensemble_of_ensembles_is_refused():

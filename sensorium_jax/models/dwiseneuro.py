@@ -69,6 +69,9 @@ def dwiseneuro_config() -> ml_collections.ConfigDict:
                 # repeat: c0, c1, ..., c0, c1, ...) or "interleave"d (c0, c0, c1, c1, ...).
                 "shortcut_downsample": "nearest",
                 "shortcut_repeat": "tile",
+                # Depthwise convolutions: "native" grouped convolutions, "shifts" (shifted
+                # multiply-adds, the same sums) or "auto" (shifts on CPU only).
+                "depthwise_impl": "auto",
             },
             "cortex": {
                 "channels": (1024, 2048, 4096),
@@ -201,13 +204,47 @@ class PointwiseConv(nnx.Module):
         return jnp.einsum("...c,cd->...d", x.astype(dt), self.kernel[...].astype(dt))
 
 
+def resolve_depthwise_impl(impl: str) -> str:
+    """'auto': shifted multiply-adds on CPU (XLA's CPU grouped convolutions are slow: a small
+    DwiseNeuro step took 13 s with them), the native grouped convolution elsewhere."""
+    if impl == "auto":
+        return "shifts" if jax.default_backend() == "cpu" else "native"
+    if impl not in ("shifts", "native"):
+        raise ValueError(f"depthwise_impl must be 'auto', 'shifts' or 'native', got {impl!r}")
+    return impl
+
+
+def depthwise_shifts(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    """The depthwise convolution of `DepthwiseConv` as a sum over the kernel's taps of shifted
+    (strided) slices of the zero-padded input times a per-channel weight: the same sums as the
+    grouped convolution, in elementwise operations XLA runs well on CPU."""
+    kt, kh, kw, _, c = kernel.shape
+    b, t, h, w, _ = x.shape
+    pad_t = ((kt - 1) // 2, kt // 2)
+    xp = jnp.pad(x, ((0, 0), pad_t, (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+    ho, wo = (h + 2 * (kh // 2) - kh) // stride + 1, (w + 2 * (kw // 2) - kw) // stride + 1
+    out = None
+    for dt_ in range(kt):
+        for dy in range(kh):
+            for dx in range(kw):
+                tap = jax.lax.slice(
+                    xp, (0, dt_, dy, dx, 0),
+                    (b, dt_ + t, dy + (ho - 1) * stride + 1, dx + (wo - 1) * stride + 1, c),
+                    (1, 1, stride, stride, 1),
+                )
+                term = tap * kernel[dt_, dy, dx, 0]
+                out = term if out is None else out + term
+    return out
+
+
 class DepthwiseConv(nnx.Module):
     """Depthwise (1, k, k) spatial (stride s, padding k // 2) or (k, 1, 1) temporal (zero "SAME"
-    padding: keeps the length) convolution of [B, T, H, W, C], as a 2D convolution with the
-    frames folded into the batch, or over (T, H * W). Kernel [kt, kh, kw, 1, C]; no bias."""
+    padding: keeps the length) convolution of [B, T, H, W, C]: natively as a grouped 2D
+    convolution (frames folded into the batch, or over (T, H * W)) or as shifted multiply-adds
+    (`impl`). Kernel [kt, kh, kw, 1, C]; no bias."""
 
     def __init__(self, channels: int, kernel: tuple[int, int, int], stride: int = 1, *,
-                 compute_dtype: jnp.dtype, rngs: nnx.Rngs):
+                 compute_dtype: jnp.dtype, impl: str = "auto", rngs: nnx.Rngs):
         kt, kh, kw = kernel
         if kt != 1 and (kh, kw) != (1, 1):
             raise ValueError(f"depthwise kernels are (1, k, k) or (k, 1, 1), got {kernel}")
@@ -216,6 +253,7 @@ class DepthwiseConv(nnx.Module):
         self.kernel = nnx.Param(lecun_normal()(rngs.params(), (kt, kh, kw, 1, channels)))
         self.stride = int(stride)
         self.compute_dtype = compute_dtype
+        self.impl = resolve_depthwise_impl(impl)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         dt = self.compute_dtype
@@ -223,6 +261,8 @@ class DepthwiseConv(nnx.Module):
         kt, kh, kw, _, c = kernel.shape
         b, t, h, w, _ = x.shape
         x = x.astype(dt)
+        if self.impl == "shifts":
+            return depthwise_shifts(x, kernel, self.stride)
         if kt == 1:
             y = jax.lax.conv_general_dilated(
                 x.reshape(b * t, h, w, c), kernel[0], (self.stride, self.stride),
@@ -283,6 +323,7 @@ class InvertedResidualBlock(nnx.Module):
         bn_epsilon: float,
         shortcut_downsample: str = "nearest",
         shortcut_repeat: str = "tile",
+        depthwise_impl: str = "auto",
         rngs: nnx.Rngs,
     ):
         if out_channels % in_channels:
@@ -292,9 +333,11 @@ class InvertedResidualBlock(nnx.Module):
         self.in_channels, self.out_channels, self.stride = in_channels, out_channels, int(stride)
         self.expand = PointwiseConv(in_channels, mid, compute_dtype=dt, rngs=rngs)
         self.expand_norm = _bn(mid, bn_momentum, bn_epsilon, rngs)
-        self.spatial = DepthwiseConv(mid, (1, spatial_kernel, spatial_kernel), stride, compute_dtype=dt, rngs=rngs)
+        self.spatial = DepthwiseConv(
+            mid, (1, spatial_kernel, spatial_kernel), stride, compute_dtype=dt, impl=depthwise_impl, rngs=rngs
+        )
         self.spatial_norm = _bn(mid, bn_momentum, bn_epsilon, rngs)
-        self.temporal = DepthwiseConv(mid, (temporal_kernel, 1, 1), compute_dtype=dt, rngs=rngs)
+        self.temporal = DepthwiseConv(mid, (temporal_kernel, 1, 1), compute_dtype=dt, impl=depthwise_impl, rngs=rngs)
         self.temporal_norm = _bn(mid, bn_momentum, bn_epsilon, rngs)
         self.se = SqueezeExcite(mid, se_reduce_ratio, compute_dtype=dt, rngs=rngs)
         self.project = PointwiseConv(mid, out_channels, compute_dtype=dt, rngs=rngs)
@@ -336,7 +379,8 @@ class Core(nnx.Module):
                     se_reduce_ratio=int(bc.se_reduce_ratio), drop_path_rate=float(r), compute_dtype=dt,
                     bn_momentum=config.bn_momentum, bn_epsilon=config.bn_epsilon,
                     shortcut_downsample=bc.get("shortcut_downsample", "nearest"),
-                    shortcut_repeat=bc.get("shortcut_repeat", "tile"), rngs=rngs,
+                    shortcut_repeat=bc.get("shortcut_repeat", "tile"),
+                    depthwise_impl=bc.get("depthwise_impl", "auto"), rngs=rngs,
                 )
                 for ci, co, s, r in zip((stem, *channels[:-1]), channels, strides, rates)
             ]
