@@ -181,3 +181,46 @@ def test_train_step_keeps_an_exponential_average_of_the_parameters():
     assert state.inference_params is state.ema_params
     moved = [float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(state.params), jax.tree.leaves(state.ema_params))]
     assert max(moved) > 0, "the average must lag the parameters"
+
+
+# -- rematerialisation
+
+
+def _loss_and_grads(config, card, batch):
+    model = build_model(config, card, nnx.Rngs(0))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+    def loss(p):
+        return model_loss(nnx.merge(graphdef, p, rest, copy=True), batch, get_loss("poisson"))[0]
+
+    rematerialised = "remat" in str(jax.make_jaxpr(jax.grad(loss))(params))
+    return (*jax.jit(jax.value_and_grad(loss))(params), rematerialised)
+
+
+@pytest.mark.parametrize("model", ["factorized", "dwiseneuro"])
+def test_remat_changes_memory_not_results(model):
+    if model == "factorized":
+        card = make_card()
+        base = tiny_config()
+        batch = as_jax(make_batch(card, [0, 1]))
+    else:
+        from test_dwiseneuro import CLIP, H, W
+        from test_dwiseneuro import tiny_config as dwise_config
+
+        card = make_card(n_neurons=(5, 9), frame_shape=(H, W))
+        base = dwise_config()
+        base.drop_path_rate = 0.0
+        base.cortex.drop_path_rate = 0.0
+        base.readout.dropout = 0.0
+        batch = as_jax(make_batch(card, [0, 1], frames=CLIP))
+    remat = base.copy_and_resolve_references()
+    if model == "factorized":
+        remat.core.remat = True
+    else:
+        remat.remat = True
+    loss_a, grads_a, remat_a = _loss_and_grads(base, card, batch)
+    loss_b, grads_b, remat_b = _loss_and_grads(remat, card, batch)
+    assert remat_b and not remat_a, "the option must put the layers under jax.checkpoint"
+    np.testing.assert_allclose(float(loss_a), float(loss_b), rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(grads_a), jax.tree.leaves(grads_b)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
