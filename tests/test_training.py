@@ -155,8 +155,11 @@ def test_two_process_distributed_run_trains_and_checkpoints(tiny_store, tmp_path
         for index in range(2)
     ]
     outputs = [p.communicate(timeout=600) for p in processes]
-    for process, (out, err) in zip(processes, outputs):
-        assert process.returncode == 0, _fatal_lines(err) + err[-2000:]
+    report = "\n".join(
+        f"--- process {i} (exit {p.returncode}):\n{_fatal_lines(err)}\n{err[-1500:]}"
+        for i, (p, (_, err)) in enumerate(zip(processes, outputs))
+    )
+    assert all(p.returncode == 0 for p in processes), report
     assert "best validation correlation" in outputs[0][0]
     assert checkpointing.Checkpoints(workdir).latest_step() == 20
     losses = [r["loss"] for r in read_metrics(workdir, "train")]

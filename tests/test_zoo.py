@@ -86,3 +86,28 @@ def test_evaluate_and_load_agree_with_the_trainer(trained, tiny_store, tmp_path)
     assert predicted.shape == (length, store.meta(mouse).n_neurons) and np.all(predicted > 0)
     lost = setup.frames_lost
     np.testing.assert_allclose(predicted[lost:], trainer[0, lost:length], rtol=2e-4, atol=2e-5)
+
+
+def test_separately_trained_workdirs_still_ensemble(trained, trained_smoke_workdir, tiny_store, tmp_path):
+    """`--ensemble` averages separately trained models, whatever their architectures."""
+    from sensorium_jax.inference import EnsemblePredictor
+
+    name, _, workdir, _, _ = trained
+    members = [sensorium_jax.load(trained_smoke_workdir), sensorium_jax.load(workdir)]
+    both = EnsemblePredictor(members)
+    store = open_store(tiny_store)
+    mouse = store.mice[1]
+    rng = np.random.default_rng(0)
+    frames = 40
+    video = rng.uniform(0, 255, (frames, *store.card().frame_shape)).astype(np.float32)
+    behavior = rng.uniform(0, 2, (frames, 2)).astype(np.float32)
+    pupil = rng.normal(0, 1, (frames, 2)).astype(np.float32)
+    mean = both.predict(video, behavior, pupil, mouse=mouse)
+    each = [m.predict(video, behavior, pupil, mouse=mouse) for m in members]
+    np.testing.assert_allclose(mean, (each[0] + each[1]) / 2, rtol=1e-6)
+    assert not np.allclose(each[0], each[1]), "two different models must predict differently"
+    if name == "ensemble_smoke":
+        evaluate_main = runpy.run_path(str(REPO / "evaluate.py"))["main"]
+        report = evaluate_main(["--workdir", str(trained_smoke_workdir), "--ensemble", str(workdir),
+                                "--out", str(tmp_path / "both"), "--tiers", "oracle"])
+        assert np.isfinite(report["pooled"]["oracle"]["single_trial_correlation"])
