@@ -210,13 +210,10 @@ def test_registry_and_competition_scale(card):
     assert out.shape == (2, 32, 300) and out.dtype == jnp.float32
 
 
-@pytest.mark.parametrize("stride", [1, 2])
-@pytest.mark.parametrize("kernel", [(1, 3, 3), (5, 1, 1)])
+@pytest.mark.parametrize("kernel, stride", [((1, 3, 3), 1), ((1, 3, 3), 2), ((5, 1, 1), 1)])
 def test_depthwise_shifts_equal_the_grouped_convolution(kernel, stride):
     from sensorium_jax.models.dwiseneuro import DepthwiseConv
 
-    if kernel[0] != 1 and stride != 1:
-        pytest.skip("temporal depthwise convolutions have no stride")
     x = jax.random.normal(jax.random.key(0), (2, 6, 7, 9, 4))
     native = DepthwiseConv(4, kernel, stride, compute_dtype=jnp.float32, impl="native", rngs=nnx.Rngs(0))
     shifts = DepthwiseConv(4, kernel, stride, compute_dtype=jnp.float32, impl="shifts", rngs=nnx.Rngs(0))
