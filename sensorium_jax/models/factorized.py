@@ -95,6 +95,32 @@ def pool_frames(x: jax.Array, factor: int) -> jax.Array:
     return x.reshape(b, t, h2, factor, w2, factor, c).mean(axis=(3, 5))
 
 
+def readout_and_shifter(
+    config: ml_collections.ConfigDict, card: DatasetCard, in_channels: int, rngs: nnx.Rngs
+) -> tuple[GaussianReadout, MLPShifter | None]:
+    """The Gaussian readout and (if enabled) the shifter that `config.readout` and
+    `config.shifter` describe; shared by every model with a Gaussian readout."""
+    ro = config.readout
+    readout = GaussianReadout(
+        card,
+        in_channels,
+        position_inputs=ro.position_inputs,
+        position_hidden=ro.position_hidden,
+        init_sigma=ro.init_sigma,
+        full_sigma=ro.full_sigma,
+        neuron_chunk=ro.get("neuron_chunk"),
+        centered_positions=bool(ro.get("centered_positions", False)),
+        rngs=rngs,
+    )
+    shifter = None
+    if config.shifter.enabled:
+        shifter = MLPShifter(
+            len(card.mice), tuple(config.shifter.hidden),
+            zero_init=bool(config.shifter.get("zero_init", False)), rngs=rngs,
+        )
+    return readout, shifter
+
+
 class FactorizedModel(nnx.Module):
     """`model(batch, train)` -> positive rates [B, T - frames_lost(T), Nmax]."""
 
@@ -127,25 +153,8 @@ class FactorizedModel(nnx.Module):
             remat=bool(cc.get("remat", False)),
             rngs=rngs,
         )
-        ro = config.readout
-        self.readout = GaussianReadout(
-            card,
-            self.core.out_channels,
-            position_inputs=ro.position_inputs,
-            position_hidden=ro.position_hidden,
-            init_sigma=ro.init_sigma,
-            full_sigma=ro.full_sigma,
-            neuron_chunk=ro.get("neuron_chunk"),
-            centered_positions=bool(ro.get("centered_positions", False)),
-            rngs=rngs,
-        )
-        shifter = None  # assigned once: NNX makes an attribute first set to None static
-        if config.shifter.enabled:
-            shifter = MLPShifter(
-                len(card.mice), tuple(config.shifter.hidden),
-                zero_init=bool(config.shifter.get("zero_init", False)), rngs=rngs,
-            )
-        self.shifter = shifter
+        # assigned once: NNX makes an attribute first set to None static
+        self.readout, self.shifter = readout_and_shifter(config, card, self.core.out_channels, rngs)
 
     def frames_lost(self, frames: int | None = None) -> int:
         """Frames at the start of a clip that get no prediction (independent of the length)."""

@@ -23,10 +23,8 @@ from flax import nnx
 
 from sensorium_jax.data.card import DatasetCard
 from sensorium_jax.models.cores import lecun_normal
-from sensorium_jax.models.factorized import core_input, pool_frames
-from sensorium_jax.models.readouts import GaussianReadout
+from sensorium_jax.models.factorized import core_input, pool_frames, readout_and_shifter
 from sensorium_jax.models.registry import register_model
-from sensorium_jax.models.shifter import MLPShifter
 
 _DN2 = ("NHWC", "HWIO", "NHWC")
 
@@ -283,25 +281,8 @@ class GRUModel(nnx.Module):
             recurrent_conv=gc.get("recurrent_conv", "auto"),
             rngs=rngs,
         )
-        ro = config.readout
-        self.readout = GaussianReadout(
-            card,
-            int(gc.channels),
-            position_inputs=ro.position_inputs,
-            position_hidden=ro.position_hidden,
-            init_sigma=ro.init_sigma,
-            full_sigma=ro.full_sigma,
-            neuron_chunk=ro.get("neuron_chunk"),
-            centered_positions=bool(ro.get("centered_positions", False)),
-            rngs=rngs,
-        )
-        shifter = None  # assigned once: NNX makes an attribute first set to None static
-        if config.shifter.enabled:
-            shifter = MLPShifter(
-                len(card.mice), tuple(config.shifter.hidden),
-                zero_init=bool(config.shifter.get("zero_init", False)), rngs=rngs,
-            )
-        self.shifter = shifter
+        # assigned once: NNX makes an attribute first set to None static
+        self.readout, self.shifter = readout_and_shifter(config, card, int(gc.channels), rngs)
 
     def frames_lost(self, frames: int | None = None) -> int:
         """No frame is lost: the GRU starts from a zero state and predicts every frame."""
