@@ -28,6 +28,7 @@ def base_config() -> ml_collections.ConfigDict:
     data.eval_batch_size = 8
     data.read_threads = 2
     data.prefetch = 2  # batches read ahead (>= read_threads); memory ~ batch bytes x (prefetch + 2)
+    data.device_prefetch = 2  # global batches placed on the devices ahead of the step (0: none)
 
     config.model = ml_collections.ConfigDict()  # filled from the model registry's defaults
 

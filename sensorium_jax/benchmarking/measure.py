@@ -22,11 +22,10 @@ from sensorium_jax.benchmarking.machine import peak_device_memory_bytes, peak_ho
 from sensorium_jax.benchmarking.peaks import peak_flops, utilisation
 from sensorium_jax.benchmarking.timing import flops_from_cost_analysis, summarize
 from sensorium_jax.data.store import Store
-from sensorium_jax.errors import InputDataError
 from sensorium_jax.inference import Predictor
 from sensorium_jax.models import build_model
-from sensorium_jax.training.loop import build_training, make_training_dataset
-from sensorium_jax.training.mesh import global_batch, make_data_mesh
+from sensorium_jax.training.loop import build_training, device_batches, make_training_dataset
+from sensorium_jax.training.mesh import make_data_mesh
 
 TRIAL_FRAMES = 300  # a SENSORIUM 2023 trial
 
@@ -66,13 +65,9 @@ def measure_training(config: ml_collections.ConfigDict, store: Store, steps: int
     mesh = make_data_mesh()
     setup = build_training(config, store, mesh)
     state, train_step = setup.state, setup.train_step
-    iterator = iter(setup.dataset)
-    first = next(iterator)
-    global_size = int(first["mouse"].shape[0]) * jax.process_count()
-    if global_size % jax.device_count():
-        raise InputDataError("config", "global batch", f"a multiple of the {jax.device_count()} devices",
-                             global_size)
-    batch = global_batch(first, mesh)
+    batches = device_batches(setup.dataset, mesh, config)
+    batch = next(batches)
+    global_size = int(batch["mouse"].shape[0])
 
     name = f"jit({train_step.__name__})" if hasattr(train_step, "__name__") else "jit(train_step)"
     compiles_before = CompileCounter.count(name)
@@ -89,16 +84,16 @@ def measure_training(config: ml_collections.ConfigDict, store: Store, steps: int
 
     for k in range(max(warmup, 1)):  # the first call reuses the executable compiled above
         if k:
-            batch = global_batch(next(iterator), mesh)
+            batch = next(batches)
         state, step_metrics = train_step(state, batch)
         jax.block_until_ready(step_metrics)
 
     waits, totals = [], []
     for _ in tqdm(range(steps), desc=label, unit="step", leave=False, dynamic_ncols=True):
         start = time.perf_counter()
-        local = next(iterator)
+        batch = next(batches)
         fetched = time.perf_counter()
-        state, step_metrics = train_step(state, global_batch(local, mesh))
+        state, step_metrics = train_step(state, batch)
         jax.block_until_ready(step_metrics)
         waits.append(fetched - start)
         totals.append(time.perf_counter() - start)

@@ -31,6 +31,7 @@ from sensorium_jax.training.schedules import (
     plateau_update,
 )
 from sensorium_jax.training.augment import cutmix
+from sensorium_jax.training.device_prefetch import DevicePrefetcher
 from sensorium_jax.training.state import TrainState, create_train_state, uses_ema
 from sensorium_jax.training.steps import Augment, make_predict_step, make_train_step
 from sensorium_jax.training.validation import single_trial_score
@@ -88,6 +89,13 @@ def make_training_dataset(config: ml_collections.ConfigDict, store: Store) -> gr
         read_threads=config.data.read_threads,
         prefetch=config.data.prefetch,
     )
+
+
+def device_batches(dataset: grain.IterDataset, mesh: jax.sharding.Mesh, config: ml_collections.ConfigDict
+                   ) -> DevicePrefetcher:
+    """The global batches of `dataset`, `data.device_prefetch` of them placed ahead of the step."""
+    place = functools.partial(global_batch, mesh=mesh)
+    return DevicePrefetcher(iter(dataset), place, int(config.data.get("device_prefetch", 2)))
 
 
 def build_training(config: ml_collections.ConfigDict, store: Store, mesh: jax.sharding.Mesh) -> TrainingSetup:
@@ -150,7 +158,7 @@ def train_and_evaluate(
     total_steps = int(config.train.steps)
     setup = build_training(config, store, mesh)
     graphdef, state = setup.graphdef, setup.state
-    iterator = iter(setup.dataset)
+    iterator = device_batches(setup.dataset, mesh, config)
 
     checkpoints = checkpointing.Checkpoints(workdir)
     plateau = PlateauState()
@@ -201,8 +209,7 @@ def train_and_evaluate(
     stopped_early = False
     try:
         while step < total_steps:
-            local = next(iterator)
-            batch = global_batch(local, mesh)
+            batch = next(iterator)
             clips_per_step = batch["mouse"].shape[0]
             state, step_metrics = train_step(state, batch)
             step += 1

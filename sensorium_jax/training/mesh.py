@@ -14,6 +14,8 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
+from sensorium_jax.errors import InputDataError
+
 DATA_AXIS = "data"
 
 
@@ -51,6 +53,9 @@ def _replicate_leaf(leaf: Any, sharding: NamedSharding) -> jax.Array:
 def global_batch(local_batch: dict[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
     """Assembles the global batch from every process's local slice (leading axis)."""
     sharding = batch_sharded(mesh)
+    global_size = len(next(iter(local_batch.values()))) * jax.process_count()
+    if global_size % mesh.size:
+        raise InputDataError("config", "global batch", f"a multiple of the {mesh.size} devices", global_size)
     return {
         key: jax.make_array_from_process_local_data(sharding, np.asarray(value))
         for key, value in local_batch.items()
