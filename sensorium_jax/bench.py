@@ -25,7 +25,8 @@ flags.DEFINE_string("json", "", "Write the figures as JSON to this file.")
 flags.DEFINE_string("sweep", "", "key=v1,v2,...: one training measurement per value "
                     "(batch_size: the global batch's knob).")
 flags.DEFINE_string("metric_shape", "10,300,8000", "trials,frames,neurons of the metric kernel's synthetic data.")
-flags.DEFINE_integer("inference_rounds", 3, "Timed predict calls after the compiling one.")
+flags.DEFINE_integer("inference_rounds", 3, "Timed predict calls after the compiling one "
+                     "(0: skip inference, for models whose whole trials take minutes here).")
 
 
 def run_bench(config, config_path: str, overrides: list[str], *, steps: int, warmup: int, sweep: str,
@@ -68,7 +69,9 @@ def run_bench(config, config_path: str, overrides: list[str], *, steps: int, war
         report["training"] = measure.measure_training(config, store, steps, warmup)
     report["pipeline"] = measure.measure_pipeline(config, store, steps, warmup)
     report["metric_kernel"] = measure.measure_metric_kernel(shape)
-    report["inference"] = measure.measure_inference(config, store, rounds=inference_rounds)
+    report["inference"] = (
+        measure.measure_inference(config, store, rounds=inference_rounds) if inference_rounds > 0 else None
+    )
     report["peak_device_memory_bytes"] = machine.peak_device_memory_bytes()
     report["peak_host_rss_bytes"] = machine.peak_host_rss_bytes()
     return report

@@ -77,8 +77,10 @@ def _bench(tiny_store: Path, out: Path, *extra: str) -> dict:
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "clips/s" in result.stdout and "trials/s" in result.stdout  # the printed table
-    return json.loads(out.read_text())
+    report = json.loads(out.read_text())
+    inference_line = "trials/s" if report["inference"] else "inference:              skipped"
+    assert "clips/s" in result.stdout and inference_line in result.stdout  # the printed table
+    return report
 
 
 def _check_training(t: dict, device_count: int) -> None:
@@ -131,7 +133,8 @@ def test_bench_command_writes_every_figure(tiny_store, cache_dir, tmp_path):
 
 
 def test_bench_sweep_gives_one_row_per_value(tiny_store, cache_dir, tmp_path):
-    report = _bench(tiny_store, tmp_path / "sweep.json", "--sweep", "batch_size=1,2")
+    report = _bench(tiny_store, tmp_path / "sweep.json", "--sweep", "batch_size=1,2", "--inference_rounds", "0")
+    assert report["inference"] is None  # skipped on request
 
     sweep = report["sweep"]
     assert sweep["name"] == "batch_size" and sweep["key"] == "data.clips_per_mouse"

@@ -90,6 +90,7 @@ def format_report(report: dict) -> str:
         f"batches of {p['process_batch']})",
         f"metric kernel:          {k['gb_per_second']:.2f} GB/s (single-trial correlation, "
         f"{'x'.join(map(str, k['shape']))} trials x frames x neurons)",
+        "inference:              skipped (--inference_rounds=0)" if i is None else
         f"inference:              {i['trials_per_second']:.2f} trials/s ({i['trial_frames']}-frame trials, "
         f"{i['trials_per_call']} per call)",
         f"peak host memory:       {_bytes(report['peak_host_rss_bytes'])}",
