@@ -5,7 +5,8 @@
     XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m sensorium_jax.bench ...
 
 Runs on every device JAX sees, with the same model, state, step and data pipeline as
-`train.py`. Prints a table; `--json OUT` writes the same figures with the machine and config.
+`train.py`. Prints a table; `--json OUT` writes the same figures with the machine and config
+(and, for a sweep, a plot of throughput, step time and memory per value next to it).
 """
 
 from __future__ import annotations
@@ -95,6 +96,10 @@ def main(argv: list[str]) -> None:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(report, indent=2, default=str))
         print(f"wrote {out}", file=sys.stderr)
+        if report["sweep"]:
+            from sensorium_jax.benchmarking.plots import sweep_figure
+
+            print(f"wrote {sweep_figure(report, out.with_suffix('.png'))}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -135,6 +135,7 @@ def test_bench_command_writes_every_figure(tiny_store, cache_dir, tmp_path):
 def test_bench_sweep_gives_one_row_per_value(tiny_store, cache_dir, tmp_path):
     report = _bench(tiny_store, tmp_path / "sweep.json", "--sweep", "batch_size=1,2", "--inference_rounds", "0")
     assert report["inference"] is None  # skipped on request
+    assert (tmp_path / "sweep.png").stat().st_size > 10_000  # the sweep's plot, next to the JSON
 
     sweep = report["sweep"]
     assert sweep["name"] == "batch_size" and sweep["key"] == "data.clips_per_mouse"
