@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -112,6 +113,7 @@ def test_bench_command_writes_every_figure(tiny_store, cache_dir, tmp_path):
     assert machine["device_count"] == jax.device_count() >= 1
     assert machine["backend"] == jax.default_backend() and machine["device_kind"]
     assert machine["jax_version"] == jax.__version__ and len(machine["devices"]) == machine["device_count"]
+    assert machine["xla_flags"] == os.environ.get("XLA_FLAGS", "")
     assert report["config_name"] == "smoke" and report["config_path"].endswith("configs/smoke.py")
     assert report["overrides"] == [f"--config.data.store={tiny_store}"]
 

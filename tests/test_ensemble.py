@@ -198,7 +198,7 @@ def _loss_and_grads(config, card, batch):
 
 
 @pytest.mark.parametrize("model", ["factorized", "dwiseneuro"])
-def test_remat_changes_memory_not_results(model):
+def test_remat_keeps_results_and_checkpoints_the_layers(model):
     if model == "factorized":
         card = make_card()
         base = tiny_config()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import resource
 import sys
@@ -22,6 +23,9 @@ def describe_machine() -> dict:
         "jax_version": jax.__version__,
         "python_version": platform.python_version(),
         "host": platform.node(),
+        # Compiler flags change speed and memory (e.g. XLA:CPU's scheduler), so they are part
+        # of the machine a figure was taken on.
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
 
 

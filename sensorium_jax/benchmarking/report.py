@@ -62,7 +62,8 @@ def format_report(report: dict) -> str:
     """The human-readable summary of one bench run."""
     m = report["machine"]
     lines = [
-        f"machine: {m['device_count']} x {m['device_kind']} ({m['backend']}), jax {m['jax_version']}",
+        f"machine: {m['device_count']} x {m['device_kind']} ({m['backend']}), jax {m['jax_version']}"
+        + (f", XLA_FLAGS={m['xla_flags']}" if m.get("xla_flags") else ""),
         f"config:  {report['config_path']}" + (f"  {' '.join(report['overrides'])}" if report["overrides"] else ""),
         "",
     ]
