@@ -26,13 +26,35 @@ class InputDataError(ValueError):
         super().__init__(message)
 
 
+OUT_OF_MEMORY_EXIT = 3
+
+OUT_OF_MEMORY_HINT = (
+    "the step does not fit in memory. Lower the batch (data.clips_per_mouse, or data.batch_size "
+    "with uniform mouse sampling) or data.clip_length, or try model.compute_dtype=bfloat16 or "
+    "the model's remat option; on CPU, XLA_FLAGS=--xla_cpu_enable_concurrency_optimized_scheduler=false "
+    "often halves a step's memory. Checkpoints saved before are kept."
+)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """XLA reports exhausted device or host memory as a runtime error with this status."""
+    return isinstance(error, RuntimeError) and "RESOURCE_EXHAUSTED" in str(error)
+
+
 def run_cli(main: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Runs a command-line main; user errors become one stderr line and exit status 2."""
+    """Runs a command-line main; user errors become one stderr line and exit status 2, running
+    out of memory a short explanation with what to change and exit status 3."""
     try:
         return main(*args, **kwargs)
     except InputDataError as error:
         print(f"error: {error}", file=sys.stderr)
         raise SystemExit(2) from None
+    except RuntimeError as error:
+        if not is_out_of_memory(error):
+            raise
+        detail = str(error).strip().splitlines()[0]
+        print(f"error: out of memory ({detail}): {OUT_OF_MEMORY_HINT}", file=sys.stderr)
+        raise SystemExit(OUT_OF_MEMORY_EXIT) from None
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(130) from None

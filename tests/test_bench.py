@@ -148,3 +148,25 @@ def test_bench_sweep_gives_one_row_per_value(tiny_store, cache_dir, tmp_path):
     small, large = (row["training"]["flops_per_step"] for row in sweep["rows"])
     assert large > small  # twice the clips, more work per step
     assert report["training"] is None
+
+
+def test_running_out_of_memory_ends_with_what_to_change(capsys):
+    import jax
+
+    from sensorium_jax.errors import OUT_OF_MEMORY_EXIT, run_cli
+
+    def step():
+        raise jax.errors.JaxRuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 31975847824 bytes.\n(trace)")
+
+    with pytest.raises(SystemExit) as stopped:
+        run_cli(step)
+    assert stopped.value.code == OUT_OF_MEMORY_EXIT
+    message = capsys.readouterr().err
+    assert message.startswith("error: out of memory (RESOURCE_EXHAUSTED: Out of memory allocating 31975847824 bytes.)")
+    assert "data.clips_per_mouse" in message and "xla_cpu_enable_concurrency_optimized_scheduler" in message
+
+    def broken():
+        raise jax.errors.JaxRuntimeError("INTERNAL: something else")
+
+    with pytest.raises(jax.errors.JaxRuntimeError, match="INTERNAL"):  # other failures keep their traceback
+        run_cli(broken)
