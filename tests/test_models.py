@@ -104,13 +104,18 @@ def test_shape_positivity_and_frames(split_model, card):
         assert bool(jnp.all(pred > 0)) and bool(jnp.all(jnp.isfinite(pred)))
 
 
+@pytest.mark.parametrize("impl", ["folded2d", "matmul"])
 @pytest.mark.parametrize("kernel_shape", [(1, 3, 3, 3, 4), (3, 1, 1, 3, 4)])
-def test_folded_convolution_equals_3d(kernel_shape):
+def test_cpu_convolution_forms_equal_3d(kernel_shape, impl):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 6, 7, 8, 3)).astype(np.float32)
     w = rng.normal(size=kernel_shape).astype(np.float32)
-    folded = jax.jit(lambda x, w: factorized_conv(x, w, "folded2d"))(x, w)
+    folded = jax.jit(lambda x, w: factorized_conv(x, w, impl))(x, w)
     np.testing.assert_allclose(folded, jax.jit(conv3d)(x, w), rtol=1e-5, atol=1e-5)
+    grads = jax.jit(jax.grad(lambda x, w: (factorized_conv(x, w, impl) ** 2).sum(), argnums=(0, 1)))(x, w)
+    ref = jax.jit(jax.grad(lambda x, w: (conv3d(x, w) ** 2).sum(), argnums=(0, 1)))(x, w)
+    for g, r in zip(grads, ref):
+        np.testing.assert_allclose(g, r, rtol=1e-4, atol=1e-4)
 
 
 def test_model_same_for_both_formulations(split_model, card):

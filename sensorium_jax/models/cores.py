@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-ConvImpl = Literal["auto", "folded2d", "3d"]
+ConvImpl = Literal["auto", "matmul", "folded2d", "3d"]
 
 _DN3 = ("NDHWC", "DHWIO", "NDHWC")
 _DN2 = ("NHWC", "HWIO", "NHWC")
@@ -107,25 +107,39 @@ def temporal_conv_folded(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return y.reshape(b, y.shape[1], h, w, y.shape[-1])
 
 
+def temporal_conv_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """(kt, 1, 1) convolution as kt matrix products of time-shifted frames, summed.
+
+    Why: XLA:CPU runs the (kt, 1) convolution over (T, H*W) 10-25x slower than these products
+    (measured here, forward + backward of the factorized baseline's layers on 4 clips of 80
+    36 x 64 frames: 20.0 s vs 1.6 s, 47.8 s vs 1.9 s, 96.4 s vs 5.5 s).
+    """
+    kt = kernel.shape[0]
+    t = x.shape[1] - kt + 1
+    return sum(jnp.einsum("bthwc,cd->bthwd", x[:, i : i + t], kernel[i, 0, 0]) for i in range(kt))
+
+
 def resolve_conv_impl(impl: ConvImpl) -> str:
-    """'auto' means folded 2D convolutions on CPU and native 3D ones elsewhere."""
+    """'auto' means folded 2D spatial convolutions and matrix-product temporal ones on CPU,
+    native 3D convolutions elsewhere."""
     if impl == "auto":
-        return "folded2d" if jax.default_backend() == "cpu" else "3d"
-    if impl not in ("folded2d", "3d"):
-        raise ValueError(f"conv_impl must be 'auto', 'folded2d' or '3d', got {impl!r}")
+        return "matmul" if jax.default_backend() == "cpu" else "3d"
+    if impl not in ("matmul", "folded2d", "3d"):
+        raise ValueError(f"conv_impl must be 'auto', 'matmul', 'folded2d' or '3d', got {impl!r}")
     return impl
 
 
 def factorized_conv(x: jax.Array, kernel: jax.Array, impl: ConvImpl = "auto", padding: str = "VALID") -> jax.Array:
     """A 3D convolution whose kernel is (1, k, k) or (k, 1, 1), in the chosen form; never
     padded in time, padded in space as `padding` ("VALID" or "SAME") says."""
-    if resolve_conv_impl(impl) == "3d":
+    impl = resolve_conv_impl(impl)
+    if impl == "3d":
         return conv3d(x, kernel, padding)
     kt, kh, kw = kernel.shape[:3]
     if kt == 1:
         return spatial_conv_folded(x, kernel, padding)
     if kh == 1 and kw == 1:
-        return temporal_conv_folded(x, kernel)
+        return temporal_conv_matmul(x, kernel) if impl == "matmul" else temporal_conv_folded(x, kernel)
     return conv3d(x, kernel, padding)
 
 
