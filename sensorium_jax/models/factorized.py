@@ -34,8 +34,9 @@ def factorized_config() -> ml_collections.ConfigDict:
                 "temporal_kernels": (11, 5, 5),
                 "bn_momentum": 0.9,  # flax convention (torch's momentum 0.1)
                 # "matmul": 2D spatial convolutions with frames folded into the batch, temporal
-                # ones as matrix products of shifted frames (fast on CPU); "folded2d": both as
-                # 2D convolutions; "3d": native 3D convolutions; "auto": matmul on CPU, else 3d.
+                # ones as matrix products of shifted frames (fastest on CPU for wide layers);
+                # "folded2d": both as 2D convolutions; "3d": native 3D convolutions; "auto":
+                # folded2d on CPU, else 3d.
                 "conv_impl": "auto",
                 # Spatial average pooling of the input frames: 2 quarters the cost and doubles
                 # the receptive field in pixels (small CPU configs); 1 keeps full resolution.
