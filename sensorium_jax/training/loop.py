@@ -95,7 +95,7 @@ def device_batches(dataset: grain.IterDataset, mesh: jax.sharding.Mesh, config: 
                    ) -> DevicePrefetcher:
     """The global batches of `dataset`, `data.device_prefetch` of them placed ahead of the step."""
     place = functools.partial(global_batch, mesh=mesh)
-    return DevicePrefetcher(iter(dataset), place, int(config.data.get("device_prefetch", 2)))
+    return DevicePrefetcher(iter(dataset), place, int(config.data.device_prefetch))
 
 
 def build_training(config: ml_collections.ConfigDict, store: Store, mesh: jax.sharding.Mesh) -> TrainingSetup:
