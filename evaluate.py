@@ -1,50 +1,82 @@
 """Scores trained models with the SENSORIUM metrics and writes reports, plots and submissions.
 
     python evaluate.py --workdir runs/quickstart
-    python evaluate.py --workdir runs/a --ensemble runs/b runs/c --submission
-    python evaluate.py --workdir runs/a --store /data/store --tiers oracle live_test_main
+    python evaluate.py --workdir runs/a --ensemble runs/b,runs/c --submission
+    python evaluate.py --workdir runs/a --store /data/store --tiers oracle,live_test_main
+
+Every registered evaluator (sensorium_jax.evaluation.evaluators) is computed on every tier it
+applies to. Paths are taken relative to the current folder.
 """
 
 from __future__ import annotations
 
-import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
+from absl import app, flags
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", required=True, help="training workdir or checkpoint folder")
-    parser.add_argument("--ensemble", nargs="*", default=[], help="more workdirs whose predictions are averaged in")
-    parser.add_argument("--store", default="", help="store to score on (default: the one the model trained on)")
-    parser.add_argument("--tiers", nargs="*", default=None, help="tiers to evaluate (default: all but train/none)")
-    parser.add_argument("--out", default="", help="output folder (default: WORKDIR/evaluation)")
-    parser.add_argument("--burn-in", type=int, default=None, help="frames dropped per trial (default: the config's)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--submission", action="store_true", help="also write the competition parquet/zip files")
-    return parser.parse_args(argv)
+FLAGS = flags.FLAGS
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+def define_flags() -> None:
+    """The command line's flags; defined only when run as a program, so that loading this file
+    as a module (`runpy.run_path(...)["evaluate"]`) any number of times defines none."""
+    flags.DEFINE_string("workdir", None, "Training workdir or checkpoint folder.", required=True)
+    flags.DEFINE_list("ensemble", [], "More workdirs whose predictions are averaged in (comma separated).")
+    flags.DEFINE_string("store", "", "Store to score on (default: the one the model trained on).")
+    flags.DEFINE_list("tiers", [], "Tiers to evaluate, comma separated (default: every scored tier).")
+    flags.DEFINE_string("out", "", "Output folder (default: WORKDIR/evaluation).")
+    flags.DEFINE_integer("burn_in", None, "Frames dropped per trial (default: the training config's).")
+    flags.DEFINE_integer("batch_size", 8, "Trials per prediction batch.")
+    flags.DEFINE_bool("submission", False, "Also write the competition parquet/zip files.")
+
+
+def _absolute(path: str | Path) -> Path:
+    """A user's path, relative to the current folder, made absolute (orbax and tensorstore need it)."""
+    return Path(path).expanduser().resolve()
+
+
+def evaluate(
+    workdir: str | Path,
+    ensemble: Sequence[str | Path] = (),
+    store: str | Path = "",
+    tiers: Sequence[str] | None = None,
+    out: str | Path = "",
+    burn_in: int | None = None,
+    batch_size: int = 8,
+    submission: bool = False,
+) -> dict:
+    """Loads the model(s), scores them with every registered evaluator and writes the report into
+    `out` (default WORKDIR/evaluation); returns report.json's content."""
     from sensorium_jax.data.datasets import open_training_store
     from sensorium_jax.data.store import open_store
     from sensorium_jax.evaluation.report import run_evaluation
     from sensorium_jax.inference import EnsemblePredictor, load
 
-    members = [load(path) for path in [args.workdir, *args.ensemble]]
+    workdir = _absolute(workdir)
+    members = [load(path) for path in [workdir, *map(_absolute, ensemble)]]
     predictor = members[0] if len(members) == 1 else EnsemblePredictor(members)
     config = members[0].config
-    store = open_store(args.store) if args.store else open_training_store(config.data)
-    burn_in = args.burn_in if args.burn_in is not None else int(config.train.burn_in)
-    out = Path(args.out) if args.out else Path(args.workdir) / "evaluation"
-    report = run_evaluation(predictor, store, out, tiers=args.tiers, burn_in=burn_in,
-                            batch_size=args.batch_size, submission=args.submission)
+    scored_store = open_store(_absolute(store)) if store else open_training_store(config.data)
+    if burn_in is None:
+        burn_in = config.train.get("burn_in")  # None: the data kind's
+    out = _absolute(out) if out else workdir / "evaluation"
+    report = run_evaluation(predictor, scored_store, out, tiers=list(tiers) if tiers else None, burn_in=burn_in,
+                            batch_size=batch_size, submission=submission)
     print((out / "report.md").read_text())
     print(f"report: {out / 'report.json'}")
     return report
 
 
-if __name__ == "__main__":
+def main(argv: Sequence[str]) -> None:
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     from sensorium_jax.errors import run_cli
 
-    run_cli(main)
+    run_cli(evaluate, FLAGS.workdir, ensemble=FLAGS.ensemble, store=FLAGS.store, tiers=FLAGS.tiers or None,
+            out=FLAGS.out, burn_in=FLAGS.burn_in, batch_size=FLAGS.batch_size, submission=FLAGS.submission)
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)

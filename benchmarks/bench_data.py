@@ -122,7 +122,8 @@ def main() -> None:
         return chunking_grid(args.cache)
 
     from sensorium_jax.data.pipeline import make_sampler, make_train_dataset
-    from sensorium_jax.data.store import convert, open_store
+    from sensorium_jax.data.convert import convert
+    from sensorium_jax.data.store import open_store
 
     source = make_source(args.cache, args.trials, args.source)
     out = args.cache / "store"

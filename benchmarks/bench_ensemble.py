@@ -10,17 +10,17 @@ members compiles once and steps once per batch. Prints both and their ratio.
 from __future__ import annotations
 
 import argparse
-import runpy
 from pathlib import Path
 
+from sensorium_jax import config as config_file
 from sensorium_jax.benchmarking.measure import measure_training
 from sensorium_jax.data.datasets import open_training_store
 
 
 def load_config(spec: str):
+    """`path[:variant]` as `--config` takes it; the path is relative to the current folder."""
     path, _, arg = spec.partition(":")
-    get_config = runpy.run_path(path)["get_config"]
-    return get_config(arg) if arg else get_config()
+    return config_file.load_config(Path(path).absolute(), arg or None)
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -10,7 +10,6 @@ counts the bytes of responses + predictions.
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable
 
@@ -18,7 +17,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from absl import app, flags
+
 from sensorium_jax import metrics as M
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("trials", 10, "Trials of synthetic responses.")
+flags.DEFINE_integer("frames", 300, "Frames per trial.")
+flags.DEFINE_integer("neurons", 8000, "Neurons.")
+flags.DEFINE_integer("repeats", 5, "Repeats per stimulus.")
+flags.DEFINE_integer("batch_size", 0, "Trials per kernel call; 0 = all.")
+flags.DEFINE_integer("burn_in", 50, "Frames dropped per trial before scoring.")
+flags.DEFINE_integer("rounds", 10, "Timing rounds (the best is kept).")
 
 
 def best_ms(fns: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
@@ -58,16 +68,9 @@ def numpy_to_average(x: np.ndarray, y: np.ndarray, slots: np.ndarray, burn_in: i
     return numpy_pearson(ax.reshape(-1, n), ay.reshape(-1, n))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=10)
-    parser.add_argument("--frames", type=int, default=300)
-    parser.add_argument("--neurons", type=int, default=8000)
-    parser.add_argument("--repeats", type=int, default=5, help="repeats per stimulus")
-    parser.add_argument("--batch-size", type=int, default=0, help="trials per kernel call; 0 = all")
-    parser.add_argument("--burn-in", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=10, help="timing rounds (best is kept)")
-    args = parser.parse_args()
+def main(argv: list[str]) -> None:
+    del argv
+    args = FLAGS
 
     b, t, n, burn = args.trials, args.frames, args.neurons, args.burn_in
     bs = args.batch_size or b
@@ -139,4 +142,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    app.run(main)

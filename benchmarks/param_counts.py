@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import runpy
 from pathlib import Path
 
 import jax
 import numpy as np
 from flax import nnx
 
+from sensorium_jax.config import load_config
 from sensorium_jax.data.card import DatasetCard, MouseCard
 from sensorium_jax.models import build_model
 
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     print(header)
     print("-" * len(header))
     for name in PAPER:
-        config = runpy.run_path(str(REPO / "configs" / f"{name}.py"))["get_config"]()
+        config = load_config(REPO / "configs" / f"{name}.py")
         model = nnx.eval_shape(lambda: build_model(config.model, card, nnx.Rngs(0)))
         parts = count_by_part(model)
         total = sum(parts.values())

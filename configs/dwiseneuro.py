@@ -2,6 +2,7 @@
 
     python train.py --config configs/dwiseneuro.py --workdir runs/dwiseneuro \
         --config.data.store=/path/to/store
+    python train.py --config configs/dwiseneuro.py:smoke --workdir runs/dwiseneuro_smoke
 
 Recipe (SENSORIUM 2023 retrospective, appendix A.1): AdamW 2.4e-3, weight decay 0.05; 3
 warmup epochs from 0, then cosine to 2.4e-5 over the last 18; an epoch is 72,000 clips, so
@@ -9,15 +10,28 @@ warmup epochs from 0, then cosine to 2.4e-5 over the last 18; an epoch is 72,000
 checkpoints' users and `load` predict with the average); CutMix (alpha 1, probability 0.5,
 clips of the same mouse). Clips of 32 frames, every 2nd processed; whole trials are predicted
 in overlapping windows.
+
+Variant `smoke`: the same recipe (uniform mice, warmup + cosine, EMA, CutMix) on the tiny
+synthetic preset with a tiny network, for the tests.
 """
+
+import ml_collections
 
 from sensorium_jax.config import base_config
 from sensorium_jax.models import default_model_config
 
 STEPS_PER_EPOCH = 72_000 // 32
+VARIANTS = ("", "smoke")
 
 
-def get_config():
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+    if variant not in VARIANTS:
+        raise ValueError(f"configs/dwiseneuro.py[:variant] takes no variant or 'smoke', got {variant!r}")
+    config = competition()
+    return smoke(config) if variant == "smoke" else config
+
+
+def competition() -> ml_collections.ConfigDict:
     config = base_config()
     config.data.synthetic_preset = "full"
     config.model = default_model_config("dwiseneuro")
@@ -35,5 +49,33 @@ def get_config():
     config.train.ema_decay = 0.999
     config.train.cutmix.probability = 0.5
     config.train.cutmix.alpha = 1.0
-    config.train.burn_in = 50
+    return config
+
+
+def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The competition recipe shrunk to the tiny preset and a tiny network."""
+    config.data.synthetic_preset = "tiny"
+    model = config.model
+    model.clip_length = 16
+    model.frame_size = (40, 64)
+    model.stem.channels = 8
+    model.blocks.channels = (8, 16, 16)
+    model.blocks.spatial_strides = (2, 2, 1)
+    model.blocks.expansion_ratio = 2
+    model.blocks.se_reduce_ratio = 4
+    model.cortex.channels = (32, 64)
+    model.drop_path_rate = 0.0
+    model.cortex.drop_path_rate = 0.0
+    model.readout.dropout = 0.1
+    config.data.clip_length = model.clip_length
+    config.data.batch_size = 8
+    config.data.eval_batch_size = 8
+    config.schedule.warmup_steps = 30
+    config.schedule.learning_rate = 5e-3
+    config.schedule.end_learning_rate = 5e-5
+    config.train.steps = 300
+    config.train.eval_every = 100
+    config.train.log_every = 20
+    config.train.ema_decay = 0.99
+    config.train.burn_in = 15  # the tiny preset scores (and its oracle ceiling) use 15
     return config

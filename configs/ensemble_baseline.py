@@ -3,20 +3,29 @@ one program (members stacked along a leading axis; prediction = the members' mea
 
     python train.py --config configs/ensemble_baseline.py --workdir runs/ensemble \
         --config.data.store=/path/to/store [--config.model.members=4]
+    python train.py --config configs/ensemble_baseline.py:smoke --workdir runs/ensemble_smoke
+
+Variant `smoke`: two members of the smoke model (`configs/smoke.py`) on the tiny preset.
 """
 
-import pathlib
-import runpy
+from pathlib import Path
 
+import ml_collections
+
+from sensorium_jax.config import load_config
 from sensorium_jax.models import default_model_config
 
-BASELINE = runpy.run_path(str(pathlib.Path(__file__).with_name("factorized_baseline.py")))
+HERE = Path(__file__).resolve().parent
+VARIANTS = {"": ("factorized_baseline.py", 14), "smoke": ("smoke.py", 2)}
 
 
-def get_config():
-    config = BASELINE["get_config"]()
+def get_config(variant: str = "") -> ml_collections.ConfigDict:
+    if variant not in VARIANTS:
+        raise ValueError(f"configs/ensemble_baseline.py[:variant] takes no variant or 'smoke', got {variant!r}")
+    member_file, members = VARIANTS[variant]
+    config = load_config(HERE / member_file)
     member = config.model
     config.model = default_model_config("ensemble")
-    config.model.members = 14
+    config.model.members = members
     config.model.member = member
     return config

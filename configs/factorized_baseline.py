@@ -22,5 +22,4 @@ def get_config():
     config.schedule.plateau_patience = 5
     config.train.steps = 200_000
     config.train.eval_every = 1000
-    config.train.burn_in = 50
     return config

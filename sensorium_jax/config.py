@@ -1,12 +1,19 @@
 """Default experiment settings; every file in configs/ starts from these and overrides data.
 
 Configs are data (ml_collections), so any field can be set from the command line with
-`--config.section.key=value`.
+`--config.section.key=value`. A config file's `get_config(variant)` takes the text after ':'
+of `--config configs/<file>.py:<variant>`; configs reuse each other through `load_config`.
 """
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 import ml_collections
+
+from sensorium_jax.data.kinds import BURN_IN_FRAMES
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -51,10 +58,41 @@ def base_config() -> ml_collections.ConfigDict:
     train.eval_every = 100  # steps between validations ("epochs" for the plateau schedule)
     train.log_every = 10
     train.loss = "poisson"
-    train.burn_in = 50  # frames dropped from each trial before scoring
+    train.burn_in = BURN_IN_FRAMES  # frames dropped from each trial before scoring
+    # The evaluator (sensorium_jax.evaluation.evaluators) whose primary score validation reports and
+    # the plateau schedule and the best checkpoint follow.
+    train.validation_metric = "single_trial"
     # Exponential moving average of the parameters (0: none); validation, the best checkpoint's
     # users and `load` then predict with the average.
     train.ema_decay = 0.0
     # CutMix of clips of the same mouse inside the step (probability 0: off).
     train.cutmix = ml_collections.ConfigDict({"probability": 0.0, "alpha": 1.0})
     return config
+
+
+REPO_ROOT = Path(__file__).resolve().parents[1]  # where configs/ lives in a source checkout
+
+
+def import_config(path: str | Path) -> ModuleType:
+    """The config file at `path` as a module (not registered in sys.modules).
+
+    Configs reuse each other through this one helper instead of `runpy` or `sys.path` edits.
+    A relative path is taken from the repository root (`configs/smoke.py`), not from the
+    current folder, so a config finds its siblings from wherever the command runs.
+    """
+    path = Path(path)
+    if not path.is_absolute():
+        path = REPO_ROOT / path
+    spec = importlib.util.spec_from_file_location(f"sensorium_jax_config_{path.stem}", path)
+    if spec is None or spec.loader is None or not path.is_file():
+        raise FileNotFoundError(f"{path}: no config file")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_config(path: str | Path, variant: str | None = None) -> ml_collections.ConfigDict:
+    """`get_config(variant)` of the config file at `path` (`get_config()` when no variant),
+    as `--config path:variant` gives it on the command line."""
+    get_config = import_config(path).get_config
+    return get_config() if variant is None else get_config(variant)

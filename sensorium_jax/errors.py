@@ -1,4 +1,13 @@
-"""User-facing errors: one clear line naming the file, the field and what was expected."""
+"""User-facing errors: one clear line naming the file, the field and what was expected, and the
+exit status of every command-line entry point (`run_cli`).
+
+Exit statuses (documented in README.md, "Exit statuses"):
+    0    success
+    2    bad input: data folder, store, config value or path (`InputDataError`)
+    3    out of memory (XLA's RESOURCE_EXHAUSTED): one line with what to change
+    4    the training loss became NaN/inf (`NonFiniteLossError`); the last good checkpoint is kept
+    130  interrupted (Ctrl-C)
+"""
 
 from __future__ import annotations
 
@@ -11,7 +20,7 @@ from typing import Any
 class InputDataError(ValueError):
     """Bad user input (a data folder, a store, a config value).
 
-    Command-line entry points turn it into one line on stderr and exit code 2, without a
+    Command-line entry points turn it into one line on stderr and exit status 2, without a
     traceback, because the fix is in the user's data, not in our code.
     """
 
@@ -26,7 +35,14 @@ class InputDataError(ValueError):
         super().__init__(message)
 
 
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN/inf; the last good checkpoint is left untouched."""
+
+
+INPUT_ERROR_EXIT = 2
 OUT_OF_MEMORY_EXIT = 3
+NON_FINITE_LOSS_EXIT = 4
+INTERRUPTED_EXIT = 130
 
 OUT_OF_MEMORY_HINT = (
     "the step does not fit in memory. Lower the batch (data.clips_per_mouse, or data.batch_size "
@@ -42,13 +58,16 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 def run_cli(main: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Runs a command-line main; user errors become one stderr line and exit status 2, running
-    out of memory a short explanation with what to change and exit status 3."""
+    """Runs a command-line main; the failures a user can act on become one stderr line (no
+    traceback) and their own exit status (module docstring); anything else keeps its traceback."""
     try:
         return main(*args, **kwargs)
     except InputDataError as error:
         print(f"error: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(INPUT_ERROR_EXIT) from None
+    except NonFiniteLossError as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(NON_FINITE_LOSS_EXIT) from None
     except RuntimeError as error:
         if not is_out_of_memory(error):
             raise
@@ -57,4 +76,4 @@ def run_cli(main: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         raise SystemExit(OUT_OF_MEMORY_EXIT) from None
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        raise SystemExit(130) from None
+        raise SystemExit(INTERRUPTED_EXIT) from None

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
+from sensorium_jax.config import load_config
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # for `from folders import ...`
 
 
 @pytest.fixture(scope="session")
@@ -28,11 +28,7 @@ def tiny_store(cache_dir) -> Path:
 
 @pytest.fixture
 def smoke_config(tiny_store):
-    sys.path.insert(0, str(REPO / "configs"))
-    import importlib
-
-    smoke = importlib.import_module("smoke")
-    config = smoke.get_config()
+    config = load_config(REPO / "configs" / "smoke.py")
     config.data.store = str(tiny_store)
     return config
 
@@ -40,12 +36,9 @@ def smoke_config(tiny_store):
 @pytest.fixture(scope="session")
 def trained_smoke_workdir(tiny_store, tmp_path_factory) -> Path:
     """A short smoke training run whose checkpoints evaluation and inference tests share."""
-    import importlib
-
     from sensorium_jax.training.loop import train_and_evaluate
 
-    sys.path.insert(0, str(REPO / "configs"))
-    config = importlib.import_module("smoke").get_config()
+    config = load_config(REPO / "configs" / "smoke.py")
     config.data.store = str(tiny_store)
     config.train.steps = 20
     config.train.eval_every = 10

@@ -101,10 +101,12 @@ def write_video_folder(
     n_neurons: int = 5,
     frame_shape: tuple[int, int] = (4, 6),
     seed: int = 0,
+    statistics: str = "per_frame",
 ) -> Path:
-    """A valid SENSORIUM 2023 video folder `root/name` with the trials of `video_trials`."""
+    """A valid SENSORIUM 2023 video folder `root/name` with the trials of `video_trials`;
+    statistics per frame like the release, or per neuron like older folders."""
     path = Path(root) / name
-    writer = MouseFolderWriter(path, kind="video", padded_length=VIDEO_PADDED_LENGTH)
+    writer = MouseFolderWriter(path, kind="video", padded_length=VIDEO_PADDED_LENGTH, statistics=statistics)
     _write(writer, video_trials(n_neurons, frame_shape, seed), n_neurons, seed)
     return path
 

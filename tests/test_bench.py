@@ -45,15 +45,11 @@ def test_timing_summaries_and_cost_analysis():
 
 
 def test_sweep_parsing():
-    import importlib.util
-
     from sensorium_jax.benchmarking.sweep import parse_sweep, with_value
+    from sensorium_jax.config import load_config
     from sensorium_jax.errors import InputDataError
 
-    spec = importlib.util.spec_from_file_location("smoke_config", REPO / "configs" / "smoke.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    smoke_config = module.get_config()  # no store needed to parse
+    smoke_config = load_config(REPO / "configs" / "smoke.py")  # no store needed to parse
 
     plan = parse_sweep("batch_size=2,4", smoke_config)
     assert plan.key == "data.clips_per_mouse" and plan.values == (2, 4)

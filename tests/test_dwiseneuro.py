@@ -12,22 +12,16 @@ import pytest
 from flax import nnx
 
 from sensorium_jax.models import (
-    DwiseNeuroModel,
     align_targets,
     build_model,
     count_parameters,
     default_model_config,
-    dwiseneuro_config,
     get_loss,
 )
-from sensorium_jax.models.dwiseneuro import (
-    channel_shuffle,
-    inverse_softplus_beta,
-    positional_encoding_3d,
-    readout_layout,
-    shortcut,
-    softplus_beta,
-)
+from sensorium_jax.models.dwiseneuro import DwiseNeuroModel
+from sensorium_jax.models.dwiseneuro import default_config as dwiseneuro_config
+from sensorium_jax.models.dwiseneuro_blocks import channel_shuffle, positional_encoding_3d, shortcut
+from sensorium_jax.models.dwiseneuro_heads import inverse_softplus_beta, readout_layout, softplus_beta
 from test_models import make_batch, make_card
 
 CLIP, H, W = 8, 12, 16
@@ -69,7 +63,7 @@ def test_shape_positive_and_frames(split_model, card):
     graphdef, params, rest = split_model
     model = nnx.merge(graphdef, params, rest, copy=True)
     assert isinstance(model, DwiseNeuroModel) and model.clip_length == CLIP
-    assert model.frames_lost(CLIP) == 0 and model.frames_out(CLIP) == CLIP
+    assert model.frames_lost() == 0 and model.frames_out(CLIP) == CLIP
     pred, _ = forward(graphdef, params, rest, make_batch(card, [0, 1, 1], frames=CLIP), False)
     check_predictions(pred, card)  # train mode: in the train step test (one compile less)
 
@@ -212,11 +206,11 @@ def test_registry_and_competition_scale(card):
 
 @pytest.mark.parametrize("kernel, stride", [((1, 3, 3), 1), ((1, 3, 3), 2), ((5, 1, 1), 1)])
 def test_depthwise_shifts_equal_the_grouped_convolution(kernel, stride):
-    from sensorium_jax.models.dwiseneuro import DepthwiseConv
+    from sensorium_jax.models.dwiseneuro_blocks import DepthwiseConv
 
     x = jax.random.normal(jax.random.key(0), (2, 6, 7, 9, 4))
-    native = DepthwiseConv(4, kernel, stride, compute_dtype=jnp.float32, impl="native", rngs=nnx.Rngs(0))
-    shifts = DepthwiseConv(4, kernel, stride, compute_dtype=jnp.float32, impl="shifts", rngs=nnx.Rngs(0))
+    native = DepthwiseConv(4, kernel, stride, compute_dtype=jnp.float32, kernels_impl="native", rngs=nnx.Rngs(0))
+    shifts = DepthwiseConv(4, kernel, stride, compute_dtype=jnp.float32, kernels_impl="folded", rngs=nnx.Rngs(0))
     a, b = native(x), shifts(x)
     assert a.shape == b.shape
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-5)

@@ -18,9 +18,9 @@ from sensorium_jax.training.steps import ema_decay_at, make_train_step, model_lo
 from test_models import make_batch, make_card, tiny_config
 
 
-def ensemble_config(members=3, loop="vmap"):
+def ensemble_config(members=3, loop="native"):
     return ml_collections.ConfigDict(
-        {"name": "ensemble", "members": members, "member": tiny_config(), "member_loop": loop}
+        {"name": "ensemble", "members": members, "member": tiny_config(), "kernels": loop}
     )
 
 
@@ -28,7 +28,7 @@ def as_jax(batch):
     return {k: jnp.asarray(v) for k, v in batch.items()}
 
 
-@pytest.mark.parametrize("loop", ["vmap", "map", "unroll"])
+@pytest.mark.parametrize("loop", ["native", "folded"])
 def test_each_member_gets_exactly_its_own_gradient(loop):
     card = make_card()
     ensemble = build_model(ensemble_config(3, loop), card, nnx.Rngs(0))
@@ -59,7 +59,7 @@ def test_members_differ_and_prediction_is_their_mean():
     ensemble = build_model(ensemble_config(3), card, nnx.Rngs(0))
     batch = as_jax(make_batch(card, [0, 1]))
     members = np.asarray(ensemble.member_predictions(batch, train=False))
-    for loop in ("map", "unroll"):
+    for loop in ("folded",):
         looped = build_model(ensemble_config(3, loop), card, nnx.Rngs(0))
         np.testing.assert_allclose(
             np.asarray(looped.member_predictions(batch, train=False)), members, rtol=1e-5, atol=1e-6
@@ -68,10 +68,10 @@ def test_members_differ_and_prediction_is_their_mean():
     assert np.abs(members[0] - members[1]).max() > 1e-3, "members built from one stream must differ"
     np.testing.assert_allclose(np.asarray(ensemble(batch)), members.mean(0), rtol=1e-6)
     assert ensemble.frames_lost() == build_model(tiny_config(), card, nnx.Rngs(0)).frames_lost()
-    assert ensemble.readout_positions().shape == (2, card.max_neurons, 2)
+    assert ensemble.readout_positions().pixels.shape == (2, card.max_neurons, 2)
 
 
-@pytest.mark.parametrize("loop", ["vmap", "map", "unroll"])
+@pytest.mark.parametrize("loop", ["native", "folded"])
 def test_ensemble_train_step_lowers_every_members_loss(loop):
     card = make_card()
     ensemble = build_model(ensemble_config(2, loop), card, nnx.Rngs(0))

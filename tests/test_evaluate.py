@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import runpy
 import subprocess
 import sys
 import zipfile
@@ -94,3 +96,23 @@ def test_load_predict_matches_the_trainers_predictions(trained_smoke_workdir, ti
     np.testing.assert_allclose(raw, predicted * norm.response_scale, rtol=1e-5)
     batched = model.predict(video[None], behavior[None], pupil[None], mouse=mouse)
     np.testing.assert_allclose(batched[0], predicted, rtol=1e-5, atol=1e-6)
+
+
+def test_evaluate_takes_paths_relative_to_the_current_folder(trained_smoke_workdir, tiny_store, tmp_path,
+                                                             monkeypatch):
+    evaluate = runpy.run_path(str(REPO / "evaluate.py"))["evaluate"]
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    report = evaluate(os.path.relpath(trained_smoke_workdir), store=os.path.relpath(tiny_store),
+                      out="evaluation", tiers=["oracle"])
+    assert (tmp_path / "here" / "evaluation" / "report.json").is_file()
+    assert set(report["pooled"]) == {"oracle"}
+    assert report["store"] == str(Path(tiny_store).resolve())
+
+
+def test_evaluate_reports_a_missing_checkpoint_in_one_line(tmp_path):
+    result = subprocess.run([sys.executable, str(REPO / "evaluate.py"), "--workdir", str(tmp_path / "nothing")],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "checkpoint" in result.stderr

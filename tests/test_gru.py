@@ -13,15 +13,15 @@ from flax import nnx
 from test_models import make_batch, make_card
 
 from sensorium_jax.models import (
-    GRUModel,
     align_targets,
     build_model,
     default_model_config,
-    gru_config,
     poisson_loss,
     registered_models,
 )
-from sensorium_jax.models.gru import conv2d, conv2d_patches
+from sensorium_jax.models.gru import GRUModel
+from sensorium_jax.models.gru import default_config as gru_config
+from sensorium_jax.models.kernels import conv2d, conv2d_patches
 
 T = 6
 
@@ -58,7 +58,7 @@ def test_shape_positivity_and_frames(split_model, card):
     graphdef, state = split_model
     model = nnx.merge(graphdef, state, copy=True)
     assert isinstance(model, GRUModel)
-    assert model.frames_lost(T) == 0 and model.frames_lost(None) == 0 and model.frames_out(T) == T
+    assert model.frames_lost() == 0 and model.frames_out(T) == T
     batch = make_batch(card, [0, 1, 1], frames=T)
     for train in (False, True):
         pred = forward(graphdef, state, batch, train)
@@ -112,9 +112,9 @@ def test_model_same_for_both_recurrent_convolutions(split_model, card):
     graphdef, state = split_model
     batch = make_batch(card, [0, 1], frames=T)
     outputs = []
-    for impl in ("native", "patches"):
+    for impl in ("native", "folded"):
         model = nnx.merge(graphdef, state, copy=True)
-        model.gru.recurrent_conv = impl
+        model.gru.kernels = impl
         outputs.append(forward(*nnx.split(model), batch, False))
     np.testing.assert_allclose(outputs[0], outputs[1], rtol=1e-5, atol=1e-5)
 

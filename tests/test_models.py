@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import functools
+import sys
+import types
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -13,15 +16,16 @@ from flax import nnx
 
 from sensorium_jax.data.card import DatasetCard, MouseCard
 from sensorium_jax.models import (
+    Model,
+    ReadoutPositions,
     align_targets,
     build_model,
     default_model_config,
-    factorized_config,
     get_loss,
     poisson_loss,
-    register_model,
 )
-from sensorium_jax.models.cores import conv3d, factorized_conv
+from sensorium_jax.models.factorized import default_config as factorized_config
+from sensorium_jax.models.kernels import conv3d, factorized_conv
 from sensorium_jax.models.readouts import bilinear_sample, inverse_elu1, sample_and_weigh
 
 H, W, T, K = 10, 12, 7, 2  # tiny frames, clip length, behaviour dims
@@ -96,7 +100,7 @@ def split_model(card):
 def test_shape_positivity_and_frames(split_model, card):
     graphdef, state = split_model
     model = nnx.merge(graphdef, state, copy=True)
-    assert model.frames_lost(T) == 3 and model.frames_out(T) == T - 3
+    assert model.frames_lost() == 3 and model.frames_out(T) == T - 3
     batch = make_batch(card, [0, 1, 1])
     for train in (False, True):
         pred, _ = forward(graphdef, state, batch, train)
@@ -104,7 +108,7 @@ def test_shape_positivity_and_frames(split_model, card):
         assert bool(jnp.all(pred > 0)) and bool(jnp.all(jnp.isfinite(pred)))
 
 
-@pytest.mark.parametrize("impl", ["folded2d", "matmul"])
+@pytest.mark.parametrize("impl", ["folded", "matmul"])
 @pytest.mark.parametrize("kernel_shape", [(1, 3, 3, 3, 4), (3, 1, 1, 3, 4)])
 def test_cpu_convolution_forms_equal_3d(kernel_shape, impl):
     rng = np.random.default_rng(0)
@@ -122,7 +126,7 @@ def test_model_same_for_both_formulations(split_model, card):
     graphdef, state = split_model
     model = nnx.merge(graphdef, state, copy=True)
     for layer in model.core.layers:
-        layer.conv_impl = "3d"
+        layer.kernels = "native"
     graphdef_3d, state_3d = nnx.split(model)
     batch = make_batch(card, [0, 1, 1])
     ref, _ = forward(graphdef_3d, state_3d, batch, False)
@@ -282,7 +286,7 @@ def test_poisson_loss_masks_and_align_targets():
     assert r.shape == (2, 2, 3) and n.shape == (2, 3) and f.all()
 
 
-def test_registry_and_losses_by_name(card):
+def test_registry_and_losses_by_name(card, monkeypatch):
     assert default_model_config("factorized").to_dict() == factorized_config().to_dict()
     assert get_loss("poisson") is poisson_loss
     cfg = tiny_config()
@@ -290,13 +294,33 @@ def test_registry_and_losses_by_name(card):
     with pytest.raises(KeyError, match="factorized"):
         build_model(cfg, card, nnx.Rngs(0))
 
-    class Constant(nnx.Module):
-        def __call__(self, batch, train=False):
-            return jnp.ones((len(batch["mouse"]), 1, card.max_neurons))
+    class Constant(Model):
+        def __init__(self, config, card, *, rngs):
+            self.n_neurons = card.max_neurons
 
-    register_model("test-constant")(lambda config, card, rngs: Constant())
-    cfg.name = "test-constant"
+        def __call__(self, batch, train=False):
+            return jnp.ones((len(batch["mouse"]), 1, self.n_neurons))
+
+        def frames_lost(self):
+            return 0
+
+        def readout_positions(self):
+            return ReadoutPositions(None, "a constant has no readout")
+
+    class NotAModel(nnx.Module):
+        def __init__(self, config, card, *, rngs):
+            pass
+
+    # A new model is a module, found by name, with default_config() and Model.
+    module = types.ModuleType("test_constant_model")
+    module.default_config = lambda: ml_collections.ConfigDict({"name": "test_constant_model"})
+    module.Model = Constant
+    monkeypatch.setitem(sys.modules, "test_constant_model", module)
+    cfg.name = "test_constant_model"
     assert isinstance(build_model(cfg, card, nnx.Rngs(0)), Constant)
+    module.Model = NotAModel
+    with pytest.raises(TypeError, match="base.Model"):
+        build_model(cfg, card, nnx.Rngs(0))
 
 
 def test_competition_scale_shapes():
@@ -304,7 +328,7 @@ def test_competition_scale_shapes():
     card = make_card(n_neurons=(1500, 250), frame_shape=(36, 64))  # 1500: neuron chunks of 1024
     cfg = default_model_config("factorized")
     abstract = nnx.eval_shape(lambda: build_model(cfg, card, nnx.Rngs(0)))
-    assert abstract.frames_lost(80) == 18
+    assert abstract.frames_lost() == 18
     graphdef, state = nnx.split(abstract)
     batch = make_batch(card, [0, 1], frames=80)
     batch = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), batch)

@@ -12,7 +12,8 @@ from test_store import write_integral_video_folder
 
 from sensorium_jax.data import normalization, raw
 from sensorium_jax.data.pipeline import make_eval_batches, make_sampler, make_train_dataset
-from sensorium_jax.data.store import convert, open_store
+from sensorium_jax.data.convert import convert
+from sensorium_jax.data.store import open_store
 from sensorium_jax.errors import InputDataError
 
 CLIP = 6

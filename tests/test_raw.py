@@ -19,6 +19,8 @@ from folders import (
     write_video_folder,
 )
 
+from sensorium_jax.data import statistics
+from sensorium_jax.data.kinds import VIDEO
 from sensorium_jax.data.raw import read_mouse_folder, read_trial
 from sensorium_jax.errors import InputDataError
 
@@ -28,6 +30,12 @@ N = 5
 @pytest.fixture
 def video(tmp_path: Path) -> Path:
     return write_video_folder(tmp_path, n_neurons=N)
+
+
+@pytest.fixture
+def video_per_neuron(tmp_path: Path) -> Path:
+    """Statistics per neuron ([N], [2], scalars), like older or hand-made folders."""
+    return write_video_folder(tmp_path, name="dynamic-per-neuron", n_neurons=N, statistics="per_neuron")
 
 
 @pytest.fixture
@@ -290,16 +298,90 @@ def test_nan_layout_disagrees_between_arrays(video: Path, static: Path) -> None:
         ("pupil_center/all/median.npy", np.ones((2, 1)), "[2]"),
     ],
 )
-def test_statistics_of_wrong_shape(video: Path, relative: str, value: np.ndarray, words: str) -> None:
+def test_statistics_of_wrong_shape(video_per_neuron: Path, relative: str, value: np.ndarray, words: str) -> None:
+    video = video_per_neuron
     file = video / "meta" / "statistics" / relative
     np.save(file, value)
     group, stat = relative.split("/")[1], relative.split("/")[2][:-4]
     expect_error(video, file, f"statistics {relative.split('/')[0]}/{group}/{stat}", words)
 
 
-def test_size_one_video_statistics_are_accepted(video: Path) -> None:
+def test_size_one_video_statistics_are_accepted(video_per_neuron: Path) -> None:
+    video = video_per_neuron
     np.save(video / "meta/statistics/videos/all/mean.npy", np.array([[7.5]], np.float32))
     assert read_mouse_folder(video).statistics["videos"]["all"]["mean"].shape == ()
+
+
+def test_reads_both_statistics_layouts(video: Path, video_per_neuron: Path) -> None:
+    per_frame, per_neuron = read_mouse_folder(video), read_mouse_folder(video_per_neuron)
+    assert (per_frame.statistics_layout, per_neuron.statistics_layout) == ("per_frame", "per_neuron")
+    given = per_frame.source_statistics  # as the folder gave them: one padded trial's shape
+    T = VIDEO_PADDED_LENGTH
+    assert given["videos"]["all"]["mean"].shape == (4, 6, T)
+    assert given["responses"]["stimulus_frame"]["std"].shape == (N, T)
+    assert given["behavior"]["all"]["median"].shape == (2, T) and given["pupil_center"]["all"]["max"].shape == (2, T)
+    for folder in (per_frame, per_neuron):  # what normalization uses: per neuron in both
+        assert folder.statistics["videos"]["all"]["mean"].shape == ()
+        assert folder.statistics["responses"]["all"]["std"].shape == (N,)
+        assert folder.statistics["pupil_center"]["all"]["mean"].shape == (2,)
+    assert per_neuron.source_statistics is per_neuron.statistics
+    # same trials: pooled frame means equal the direct means where every frame has equal counts
+    np.testing.assert_allclose(per_frame.statistics["responses"]["all"]["min"],
+                               per_neuron.statistics["responses"]["all"]["min"])
+
+
+@pytest.mark.parametrize(
+    "relative, value, words",
+    [
+        ("videos/all/mean.npy", np.zeros((4, 6)), ("scalar or size-1", "[4, 6, T]")),
+        ("responses/all/std.npy", np.ones((N + 1, VIDEO_PADDED_LENGTH)), (f"[{N}]", f"[{N}, T]")),
+        ("behavior/all/mean.npy", np.ones((2, 3, VIDEO_PADDED_LENGTH)), ("[2]", "[2, T]")),
+        ("pupil_center/all/std.npy", np.ones((2, 7)), (f"[2, {VIDEO_PADDED_LENGTH}]", "per_frame layout")),
+        ("responses/all/mean.npy", np.ones(N), (f"[{N}, {VIDEO_PADDED_LENGTH}]", "per_frame layout")),
+    ],
+)
+def test_per_frame_statistics_of_wrong_shape(video: Path, relative: str, value: np.ndarray, words) -> None:
+    file = video / "meta" / "statistics" / relative
+    np.save(file, value.astype(np.float32))
+    key, group, stat = relative[:-4].split("/")
+    expect_error(video, file, f"statistics {key}/{group}/{stat}", *words)
+
+
+def test_pool_frames_matches_a_direct_computation() -> None:
+    """Equal counts per frame: pooled per-frame statistics = statistics over all samples."""
+    rng = np.random.default_rng(3)
+    S, F, H, W = 7, 5, 3, 4  # samples (trials) per frame, frames, frame shape
+    samples = {
+        "videos": rng.uniform(0, 255, (S, H, W, F)),
+        "responses": rng.gamma(2.0, 1.0, (S, N, F)) * np.arange(1, F + 1),  # rates vary by frame
+        "behavior": rng.normal(5.0, 1.0, (S, 2, F)),
+        "pupil_center": rng.normal(0.0, 3.0, (S, 2, F)),
+    }
+    per_frame = {key: {"all": {"mean": x.mean(0), "std": x.std(0), "min": x.min(0), "max": x.max(0),
+                               "median": np.median(x, 0)}} for key, x in samples.items()}
+    pooled = statistics.pool_frames(per_frame, VIDEO)
+    for key, x in samples.items():
+        flat = x.reshape(-1) if key == "videos" else np.moveaxis(x, 1, -1).reshape(-1, x.shape[1])
+        for stat, direct in (("mean", flat.mean(0)), ("std", flat.std(0)), ("min", flat.min(0)),
+                             ("max", flat.max(0))):
+            np.testing.assert_allclose(pooled[key]["all"][stat], direct, rtol=1e-5, err_msg=f"{key} {stat}")
+        assert pooled[key]["all"]["std"].dtype == np.float32
+    assert pooled["videos"]["all"]["mean"].shape == () and pooled["responses"]["all"]["std"].shape == (N,)
+    # a frame no trial reached (NaN, the release's padding) is skipped
+    padded = {k: {"all": {s: np.concatenate([v, np.full(v.shape[:-1] + (2,), np.nan)], -1) for s, v in g["all"].items()}}
+              for k, g in per_frame.items()}
+    again = statistics.pool_frames(padded, VIDEO)
+    np.testing.assert_allclose(again["responses"]["all"]["std"], pooled["responses"]["all"]["std"], rtol=1e-6)
+
+
+def test_stimulus_types(video: Path) -> None:
+    assert read_mouse_folder(video).stimulus_types.tolist() == ["unknown"] * len(VIDEO_PLAN)
+    file = video / "meta" / "trials" / "stimulus_type.npy"
+    types = np.asarray(["natural"] * (len(VIDEO_PLAN) - 1) + ["gratings"])
+    np.save(file, types)
+    np.testing.assert_array_equal(read_mouse_folder(video).stimulus_types, types)
+    np.save(file, types[:-1])
+    expect_error(video, file, "stimulus_type", f"{len(VIDEO_PLAN)} entries")
 
 
 def test_static_statistics_of_wrong_shape(static: Path) -> None:

@@ -15,10 +15,12 @@ from folders import VIDEO_PADDED_LENGTH, video_trials, write_static_folder, writ
 
 from sensorium_jax.data import normalization, raw
 from sensorium_jax.data.card import DatasetCard
-from sensorium_jax.data.convert import main as convert_main
+from sensorium_jax.data.convert import convert
 from sensorium_jax.data.folder_writer import MouseFolderWriter
-from sensorium_jax.data.store import convert, open_store
+from sensorium_jax.data.store import open_store
 from sensorium_jax.errors import InputDataError
+
+REPO = str(Path(__file__).resolve().parents[1])
 
 
 def write_integral_video_folder(root: Path, name: str = "dynamic-uint8", n_neurons: int = 6, seed: int = 5) -> Path:
@@ -196,10 +198,14 @@ def test_bad_stores_name_file_and_field(tmp_path):
         open_store(out)
 
 
-def test_cli_converts_and_reports_bad_folders_in_one_line(tmp_path, capsys):
-    source = write_video_folder(tmp_path / "src", "mouse-a")
-    convert_main([str(source), "--out", str(tmp_path / "store"), "--quiet"])
-    assert "mouse-a" in capsys.readouterr().out
+def test_cli_converts_and_reports_bad_folders_in_one_line(tmp_path):
+    write_video_folder(tmp_path / "src", "mouse-a")
+    ok = subprocess.run(  # relative paths, resolved against the working directory
+        [sys.executable, "-m", "sensorium_jax.data.convert", "src/mouse-a", "--out", "store", "--quiet"],
+        capture_output=True, text=True, cwd=tmp_path, env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": REPO},
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert "mouse-a" in ok.stdout
 
     result = subprocess.run(
         [sys.executable, "-m", "sensorium_jax.data.convert", str(tmp_path / "nope"), "--out", str(tmp_path / "x")],
@@ -209,3 +215,28 @@ def test_cli_converts_and_reports_bad_folders_in_one_line(tmp_path, capsys):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "nope" in lines[0]
     assert not (tmp_path / "x").exists()
+
+
+def test_per_frame_source_statistics_and_stimulus_types_are_kept(tmp_path):
+    source = write_video_folder(tmp_path / "src", "mouse-a")  # per-frame statistics
+    types = np.asarray(["natural", "gratings"] * 5 + ["natural"])
+    np.save(source / "meta" / "trials" / "stimulus_type.npy", types)
+    convert([source], tmp_path / "store", progress=False)
+    store, folder = open_store(tmp_path / "store"), raw.read_mouse_folder(source)
+    meta = store.meta("mouse-a")
+    assert meta.statistics_layout == "per_frame"
+    np.testing.assert_array_equal(meta.stimulus_types, types)
+    given = store.source_statistics("mouse-a")
+    for key, groups in folder.source_statistics.items():
+        for group, values in groups.items():
+            for stat, value in values.items():
+                np.testing.assert_array_equal(given[key][group][stat], value, err_msg=f"{key}/{group}/{stat}")
+    np.testing.assert_array_equal(meta.normalization.response_scale,
+                                  normalization.response_scale(folder.statistics["responses"]["all"]["std"]))
+
+    meta_file = tmp_path / "store" / "mouse-a" / "meta.json"  # a store converted before these fields
+    old = json.loads(meta_file.read_text())
+    del old["statistics_layout"], old["stimulus_types"]
+    meta_file.write_text(json.dumps(old))
+    meta = open_store(tmp_path / "store").meta(0)
+    assert meta.statistics_layout == "per_neuron" and set(meta.stimulus_types) == {"unknown"}

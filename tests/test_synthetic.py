@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sensorium_jax.data import synthetic, synthetic_neurons, synthetic_stimuli
+from sensorium_jax.data import synthetic
+from sensorium_jax.data.convert import convert
+from sensorium_jax.data.kinds import VIDEO
+from sensorium_jax.data.store import open_store
+from sensorium_jax.data.synthetic import neurons as synthetic_neurons
+from sensorium_jax.data.synthetic import stimuli as synthetic_stimuli
+from sensorium_jax.data.synthetic.correlation import PearsonAccumulator
+from sensorium_jax.data.synthetic.oracle import read_rate_and_response
 
 REPO = Path(__file__).resolve().parents[1]
 STAT_KEYS = ("videos", "responses", "behavior", "pupil_center")
@@ -56,7 +65,7 @@ def test_video_folders_have_the_official_layout(tiny):
         counts.append(n)
         low, high = synthetic.PRESETS["tiny"].neurons
         assert low <= n <= high and coordinates.shape == (n, 3) and hashes.shape == (n_trials,)
-        assert set(tiers) == set(("train",) + synthetic.VIDEO_REPEATED_TIERS)
+        assert set(tiers) == set(("train",) + VIDEO.repeated_tiers)
         padded = None
         for i in range(n_trials):
             video, responses = _load(folder, "videos", i), _load(folder, "responses", i)
@@ -138,7 +147,7 @@ def test_cli_reports_bad_arguments_in_one_line(tmp_path):
 def test_oracle_ceiling(tiny):
     for folder in tiny:
         saved = json.loads((folder / "ground_truth" / "oracle.json").read_text())
-        assert set(saved) == set(synthetic.VIDEO_REPEATED_TIERS)
+        assert set(saved) == set(VIDEO.repeated_tiers)
         entry = saved["oracle"]
         assert 0.1 < entry["single_trial_correlation"] < 0.95
         assert entry["correlation_to_average"] > entry["single_trial_correlation"]
@@ -146,8 +155,8 @@ def test_oracle_ceiling(tiny):
         again = synthetic.oracle_ceiling(folder, tiers=["oracle"])
         assert again["oracle"]["single_trial_correlation"] == pytest.approx(entry["single_trial_correlation"])
         # scoring the responses themselves: both metrics are exactly 1
-        perfect = synthetic._Pearson()
-        rate, response = synthetic._read_trial(folder, 0)
+        perfect = PearsonAccumulator()
+        rate, response = read_rate_and_response(folder, 0)
         length = _length(response)
         perfect.update(response[:, :length], response[:, :length])
         assert np.allclose(perfect.correlation(), 1.0)
@@ -255,3 +264,52 @@ def test_static_folders_have_the_2022_layout(tiny_static):
     if raw is not None:
         mouse = raw.read_mouse_folder(folder)
         assert mouse.kind == "static" and mouse.behavior_dim == 3 and mouse.frame_shape == (36, 64)
+
+
+def test_stimulus_types_reach_the_store_and_the_oracle(tiny, tmp_path):
+    folder = tiny[0]
+    trials = json.loads((folder / "ground_truth" / "trials.json").read_text())
+    written = np.load(folder / "meta" / "trials" / "stimulus_type.npy")
+    assert written.tolist() == [t["stimulus_type"] for t in trials]
+    assert set(written) - {"natural"}  # the bonus tiers show out-of-distribution types
+    convert([folder], tmp_path / "store", progress=False)
+    meta = open_store(tmp_path / "store").meta(0)
+    np.testing.assert_array_equal(meta.stimulus_types, written)
+    assert meta.statistics_layout == "per_frame"  # the generator writes the release's layout
+    oracle = json.loads((folder / "ground_truth" / "oracle.json").read_text())
+    for tier in VIDEO.bonus_tiers:
+        per_type = oracle[tier]["per_stimulus_type"]
+        assert set(per_type) == set(written[meta.tiers == tier])
+        assert sum(entry["trials"] for entry in per_type.values()) == oracle[tier]["trials"]
+    assert "per_stimulus_type" not in oracle["oracle"]
+
+
+def test_both_statistics_layouts_give_the_same_normalization(tmp_path):
+    """Equal frames per trial (no long trials): pooling per-frame statistics is exact."""
+    preset = dataclasses.replace(synthetic.PRESETS["tiny"], long_trials=0, train_trials=12,
+                                 repeated_stimuli={tier: 1 for tier in VIDEO.repeated_tiers}, repeats=2)
+    norms = {}
+    for layout in ("per_frame", "per_neuron"):
+        folder = synthetic.write_video_mouse(tmp_path / layout, preset, 0, 0, progress=False, statistics=layout)
+        convert([folder], tmp_path / f"store-{layout}", progress=False)
+        meta = open_store(tmp_path / f"store-{layout}").meta(0)
+        assert meta.statistics_layout == layout
+        norms[layout] = meta.normalization
+    frame, neuron = norms["per_frame"], norms["per_neuron"]
+    np.testing.assert_allclose(frame.video_mean, neuron.video_mean, rtol=1e-5)
+    np.testing.assert_allclose(frame.video_std, neuron.video_std, rtol=1e-5)
+    for name in ("response_scale", "behavior_scale", "pupil_mean", "pupil_std"):
+        np.testing.assert_allclose(getattr(frame, name), getattr(neuron, name), rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def test_cli_writes_the_per_neuron_layout_on_request(tmp_path):
+    command = [sys.executable, "-m", "sensorium_jax.data.synthetic", "--out", "out", "--mice", "1",
+               "--no-progress", "--statistics", "per_neuron"]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr
+    std = np.load(tmp_path / "out" / "dynamic-synthetic-0-0" / "meta" / "statistics" / "responses" / "all" / "std.npy")
+    assert std.ndim == 1
+    bad = subprocess.run(command[:-1] + ["sideways"], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert bad.returncode == 2 and bad.stderr.startswith("error: ") and len(bad.stderr.strip().splitlines()) == 1

@@ -7,39 +7,46 @@ import json
 import runpy
 from pathlib import Path
 
+import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
+from flax import nnx
 
 import sensorium_jax
+from sensorium_jax.config import load_config
 from sensorium_jax.data.store import open_store
+from sensorium_jax.models import build_model
 from sensorium_jax.training import checkpointing
 from sensorium_jax.training.logging_utils import read_metrics
 from sensorium_jax.training.loop import build_training, train_and_evaluate
 from sensorium_jax.training.mesh import make_data_mesh
+from sensorium_jax.training.state import uses_ema
 from sensorium_jax.training.steps import make_predict_step
 from sensorium_jax.training.validation import predict_tier
 
 REPO = Path(__file__).resolve().parents[1]
 
-# (config, steps, required rise of the validation correlation over the untrained model).
+# (config file:variant, steps, required rise of the validation correlation over the untrained model).
 # Measured on the tiny preset (2 CPU cores): the GRU smoke reaches 0.15-0.18 at step 100 from
 # 0.00-0.03; DwiseNeuro, whose readout has no per-neuron position, 0.05-0.06 from 0.00; the
 # two-member ensemble follows the smoke model (0.15+ at step 100).
 ZOO = [
-    ("gru_smoke", 100, 0.08),
-    ("dwiseneuro_smoke", 100, 0.025),
-    ("ensemble_smoke", 100, 0.08),
+    ("gru_baseline.py:smoke", 100, 0.08),
+    ("dwiseneuro.py:smoke", 100, 0.025),
+    ("ensemble_baseline.py:smoke", 100, 0.08),
 ]
 
 
 @pytest.fixture(scope="module", params=ZOO, ids=[name for name, _, _ in ZOO])
 def trained(request, tiny_store, tmp_path_factory):
     name, steps, rise = request.param
-    config = runpy.run_path(str(REPO / "configs" / f"{name}.py"))["get_config"]()
+    file, variant = name.split(":")
+    config = load_config(REPO / "configs" / file, variant)
     config.data.store = str(tiny_store)
     config.train.steps = steps
     config.train.eval_every = steps // 2
-    workdir = tmp_path_factory.mktemp(name)
+    workdir = tmp_path_factory.mktemp(file.removesuffix(".py"))
     summary = train_and_evaluate(config, workdir)
     return name, config, workdir, summary, rise
 
@@ -54,10 +61,10 @@ def test_smoke_config_learns(trained):
 
 def test_evaluate_and_load_agree_with_the_trainer(trained, tiny_store, tmp_path):
     name, config, workdir, summary, _ = trained
-    evaluate_main = runpy.run_path(str(REPO / "evaluate.py"))["main"]
+    evaluate = runpy.run_path(str(REPO / "evaluate.py"))["evaluate"]
 
     out = tmp_path / "evaluation"
-    report = evaluate_main(["--workdir", str(workdir), "--out", str(out), "--tiers", "oracle"])
+    report = evaluate(workdir, out=out, tiers=["oracle"])
     oracle = report["pooled"]["oracle"]
     assert np.isfinite(oracle["single_trial_correlation"]) and np.isfinite(oracle["correlation_to_average"])
     # evaluate.py scores the best checkpoint the trainer kept by this very score
@@ -106,8 +113,79 @@ def test_separately_trained_workdirs_still_ensemble(trained, trained_smoke_workd
     each = [m.predict(video, behavior, pupil, mouse=mouse) for m in members]
     np.testing.assert_allclose(mean, (each[0] + each[1]) / 2, rtol=1e-6)
     assert not np.allclose(each[0], each[1]), "two different models must predict differently"
-    if name == "ensemble_smoke":
-        evaluate_main = runpy.run_path(str(REPO / "evaluate.py"))["main"]
-        report = evaluate_main(["--workdir", str(trained_smoke_workdir), "--ensemble", str(workdir),
-                                "--out", str(tmp_path / "both"), "--tiers", "oracle"])
+    clip = next((m.clip_length for m in members if m.clip_length), frames)  # what every member takes
+    inputs = both.normalize_inputs(video[:clip], behavior[:clip], pupil[:clip], mouse)
+    applied = [np.asarray(m.apply(m.variables, inputs)) for m in members]
+    common = min(a.shape[1] for a in applied)
+    np.testing.assert_allclose(np.asarray(both.apply(both.variables, inputs)),
+                               (applied[0][:, -common:] + applied[1][:, -common:]) / 2, rtol=1e-5, atol=1e-7)
+    positions = [m.readout_positions() for m in members]
+    if all(p.pixels is not None for p in positions):
+        np.testing.assert_allclose(both.readout_positions().pixels, (positions[0].pixels + positions[1].pixels) / 2)
+    else:
+        assert both.readout_positions() == next(p for p in positions if p.pixels is None)
+    if name == "ensemble_baseline.py:smoke":
+        evaluate = runpy.run_path(str(REPO / "evaluate.py"))["evaluate"]
+        report = evaluate(trained_smoke_workdir, ensemble=[workdir], out=tmp_path / "both", tiers=["oracle"])
         assert np.isfinite(report["pooled"]["oracle"]["single_trial_correlation"])
+
+
+def _memory(tree) -> int:
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(tree))
+
+
+def test_load_restores_only_what_prediction_needs(trained, monkeypatch):
+    """No optimizer is built and Adam's moments are never read (for the 14-member ensemble or
+    DwiseNeuro they are twice the parameters): only the inference parameters (the EMA when the
+    run kept one) and the non-parameter state come back from the checkpoint."""
+    name, config, workdir, _, _ = trained
+    restored_states = []
+    real_restore = ocp.Checkpointer.restore
+
+    def spy(self, directory, *args, **kwargs):
+        tree = real_restore(self, directory, *args, **kwargs)
+        if Path(directory).name == "state":
+            restored_states.append(tree)
+        return tree
+
+    monkeypatch.setattr(ocp.Checkpointer, "restore", spy)
+    model = sensorium_jax.load(workdir)
+
+    assert len(restored_states) == 1, name
+    tree = restored_states[0]
+    assert isinstance(tree, dict) and set(tree) == {"ema_params" if uses_ema(config) else "params", "rest"}, name
+    abstract = nnx.eval_shape(lambda: build_model(config.model, model.card, nnx.Rngs(0)))
+    _, params, rest = nnx.split(abstract, nnx.Param, ...)
+    assert _memory(tree) == _memory(params) + _memory(rest), name
+    assert _memory(model.variables) == _memory(params) + _memory(rest), name
+
+
+def test_apply_is_a_pure_differentiable_function_of_the_inputs(trained, tiny_store):
+    """`apply(variables, normalize_inputs(raw))` is what `predict` computes, and `jax.grad` of a
+    neuron's response with respect to the raw video matches a finite difference."""
+    name, _, workdir, _, _ = trained
+    model = sensorium_jax.load(workdir)
+    mouse = model.mice[0]
+    frames = model.clip_length or model.frames_lost + 8
+    rng = np.random.default_rng(1)
+    video = rng.uniform(0, 255, (frames, *model.card.frame_shape)).astype(np.float32)
+    behavior = rng.uniform(0, 2, (frames, model.card.behavior_dim)).astype(np.float32)
+    pupil = rng.normal(0, 1, (frames, 2)).astype(np.float32)
+
+    out = jax.jit(model.apply)(model.variables, model.normalize_inputs(video, behavior, pupil, mouse))
+    n = len(model.neuron_ids(mouse))
+    predicted = model.predict(video, behavior, pupil, mouse=mouse)
+    np.testing.assert_allclose(np.asarray(out[0, :, :n]), predicted[frames - out.shape[1]:], rtol=1e-4, atol=1e-6)
+
+    @jax.jit
+    def response(v: jax.Array) -> jax.Array:  # the last frame's response of neuron 3
+        return model.apply(model.variables, model.normalize_inputs(v, behavior, pupil, mouse))[0, -1, 3]
+
+    raw = jax.numpy.asarray(video)
+    grad = np.asarray(jax.grad(response)(raw))
+    assert grad.shape == video.shape and np.all(np.isfinite(grad)) and np.any(grad != 0), name
+    pixel = np.unravel_index(np.argmax(np.abs(grad)), grad.shape)
+    step = np.zeros_like(video)
+    step[pixel] = 1.0  # one grey level
+    difference = (float(response(raw + step)) - float(response(raw - step))) / 2.0
+    assert difference == pytest.approx(float(grad[pixel]), rel=0.05), (name, pixel)

@@ -102,7 +102,7 @@ def measure_training(config: ml_collections.ConfigDict, store: Store, steps: int
     step = summarize(totals)
     compute = summarize([t - w for t, w in zip(totals, waits)])
     kind = jax.devices()[0].device_kind
-    dtype = str(config.model.get("compute_dtype", "float32"))
+    dtype = compute_dtype(config.model)
     peak = peak_flops(kind, dtype)
     clips_per_second = global_size / step["median"]
     cache_size = getattr(train_step, "_cache_size", None)
@@ -132,6 +132,14 @@ def measure_training(config: ml_collections.ConfigDict, store: Store, steps: int
         "peak_device_memory_bytes": peak_device_memory_bytes(),
         "peak_host_rss_bytes": peak_host_rss_bytes(),
     }
+
+
+def compute_dtype(model_config: ml_collections.ConfigDict) -> str:
+    """The dtype a model computes in (an ensemble's: its members'); float32 for models without
+    the option."""
+    while "member" in model_config:
+        model_config = model_config.member
+    return str(model_config.get("compute_dtype", "float32"))
 
 
 def measure_pipeline(config: ml_collections.ConfigDict, store: Store, steps: int, warmup: int = 2) -> dict:

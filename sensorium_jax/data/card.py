@@ -90,8 +90,8 @@ class DatasetCard:
             mice=tuple(mice),
             frame_shape=tuple(raw["frame_shape"]),
             behavior_dim=int(raw["behavior_dim"]),
-            kind=raw.get("kind", "video"),
-            synthetic=bool(raw.get("synthetic", False)),
+            kind=raw["kind"],
+            synthetic=bool(raw["synthetic"]),
         )
 
 

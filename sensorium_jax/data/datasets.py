@@ -16,6 +16,9 @@ import ml_collections
 import numpy as np
 
 ORACLE_FILE = "synthetic_oracle.json"
+# Bumped when the generator's output changes (v2: per-frame statistics, stimulus types), so a
+# cache written by an older version is regenerated instead of silently reused.
+SYNTHETIC_CACHE_VERSION = 2
 
 
 def cache_root(configured: str = "") -> Path:
@@ -27,10 +30,10 @@ def cache_root(configured: str = "") -> Path:
 
 def synthetic_store(preset: str, seed: int, mice: int, cache_dir: str = "") -> Path:
     """The store of a synthetic preset, generating and converting it on first use."""
-    from sensorium_jax.data import store as store_lib
     from sensorium_jax.data import synthetic
+    from sensorium_jax.data.convert import convert
 
-    name = f"{preset}-seed{seed}" + (f"-mice{mice}" if mice else "")
+    name = f"{preset}-seed{seed}" + (f"-mice{mice}" if mice else "") + f"-v{SYNTHETIC_CACHE_VERSION}"
     folder = cache_root(cache_dir) / "synthetic" / name
     store_path = folder / "store"
     if (store_path / ORACLE_FILE).exists():
@@ -41,7 +44,7 @@ def synthetic_store(preset: str, seed: int, mice: int, cache_dir: str = "") -> P
             shutil.rmtree(raw)  # a previous attempt stopped half-way
         print(f"Generating the synthetic '{preset}' data set into {folder} (once) ...")
         sources = synthetic.generate(raw, preset=preset, seed=seed, mice=mice or None)
-        store_lib.convert(sources, store_path)
+        convert(sources, store_path)
         write_oracle_summary(sources, store_path)
         shutil.rmtree(raw)
     if jax.process_count() > 1:

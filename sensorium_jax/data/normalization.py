@@ -20,6 +20,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from sensorium_jax.data.kinds import DatasetKind, as_kind
+
 STATISTICS_GROUP = "all"
 
 
@@ -55,9 +57,10 @@ def response_scale(std: np.ndarray) -> np.ndarray:
     return _safe_std(scale)
 
 
-def from_statistics(statistics: Mapping, kind: str) -> Normalization:
-    """Normalization constants from `statistics[key][group][stat]` of a mouse."""
-    stimulus = statistics["videos" if kind == "video" else "images"][STATISTICS_GROUP]
+def from_statistics(statistics: Mapping, kind: DatasetKind | str) -> Normalization:
+    """Normalization constants from the per-neuron `statistics[key][group][stat]` of a mouse
+    (a per-frame source's statistics pooled first: `statistics.pool_frames`)."""
+    stimulus = statistics[as_kind(kind).stimulus_key][STATISTICS_GROUP]
     responses = statistics["responses"][STATISTICS_GROUP]
     behavior = statistics["behavior"][STATISTICS_GROUP]
     pupil = statistics["pupil_center"][STATISTICS_GROUP]
@@ -88,10 +91,6 @@ def normalize_video(x: np.ndarray, norm: Normalization, out: np.ndarray | None =
 
 def normalize_responses(x: np.ndarray, norm: Normalization, out: np.ndarray | None = None) -> np.ndarray:
     return np.multiply(x, norm.response_precision, out=out, dtype=np.float32)
-
-
-def denormalize_responses(x: np.ndarray, norm: Normalization) -> np.ndarray:
-    return np.divide(x, norm.response_precision, dtype=np.float32)
 
 
 def normalize_behavior(x: np.ndarray, norm: Normalization, out: np.ndarray | None = None) -> np.ndarray:

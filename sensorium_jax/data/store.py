@@ -5,8 +5,11 @@ Layout (a public format; zarr-python reads it too):
     STORE/zarr.json                 root group
     STORE/store.json                {"format_version", "mice": [names in id order]}
     STORE/<mouse>/zarr.json         group
-    STORE/<mouse>/meta.json         lengths, tiers, trial/stimulus/unit ids, coordinates,
-                                    statistics, kind, frame shape, source fingerprint
+    STORE/<mouse>/meta.json         lengths, tiers, trial/stimulus/unit ids, stimulus types,
+                                    coordinates, statistics (per neuron, as normalization
+                                    uses them), their source layout, kind, frame shape,
+                                    source fingerprint
+    STORE/<mouse>/source_statistics.npz   a per-frame source's statistics as given
     STORE/<mouse>/videos            [trials, T, H, W]  uint8 when exact, else float32
     STORE/<mouse>/responses         [trials, T, N]     float32, the source values exactly
     STORE/<mouse>/behavior          [trials, T, k]     float32
@@ -15,42 +18,18 @@ Layout (a public format; zarr-python reads it too):
 T is the longest trial of the mouse (1 for static 2022 data); frames past a trial's length
 hold the fill value 0. `store.json` only ever lists complete mice (see `convert`).
 
-Chunks and codecs were chosen by measurement (`python benchmarks/bench_data.py --chunking`;
-2 shared CPU cores, page cache warm; 512 random 80-frame clips of [24 trials, 300, N]
-float32 responses, 64 reads issued then awaited; best clips/s of 3 passes, least CPU per clip):
-
-    responses chunk [1, Tc, N]   raw bytes                 zstd-1                  blosc-lz4 + shuffle
-    synthetic mouse (N = 8113)   (compression x1.00)       (x1.03)                 (x1.01)
-    Tc = 10                      417 clips/s, 1.41 ms CPU  160, 4.26 ms            270, 1.86 ms
-    Tc = 20                      421, 1.14                 151, 4.48               510, 1.44
-    Tc = 40                      801, 1.09 (x0.94: pads)   186, 4.08               508, 1.61
-    Tc = 100                     846, 1.24                 202, 4.92               370, 1.88
-    Tc = 300 (whole trial)       582, 1.18                 119, 5.78               255, 2.50
-    calcium-like random traces   Tc = 20: 737 clips/s      241 (x1.13)             326 (x1.14)
-    sharded (shard = trial, inner [1, 10 | 20, N], raw): 640 | 605 clips/s (vs 764 | 737 unsharded)
-
-Float32 activity hardly compresses (1-21%) while decoding costs 1.3-5x the CPU, so responses
-(and everything else) are stored as raw little-endian bytes. Wall-clock rates swing 2x with
-the load of the shared machine; CPU per clip is steadier: Tc = 20 and 40 cost the least.
-Tc = 20 divides the usual trial lengths (300, 320) and bounds the excess read of an unaligned
-80-frame clip to 20 frames when the page cache is cold. Behavior and pupil center are tiny:
-whole trials, several per chunk (the pipeline keeps them in memory anyway).
+Chunks and codecs (raw bytes, 20-frame response chunks) were chosen by measurement: see
+`sensorium_jax.data.schema`. Writing (conversion) lives in `sensorium_jax.data.convert`;
+this module reads.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import functools
-import hashlib
 import json
-import os
-import shutil
-import sys
 import threading
-import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,17 +37,18 @@ import numpy as np
 import tensorstore as ts
 
 from sensorium_jax.data import normalization
+from sensorium_jax.data import statistics as stats_lib
 from sensorium_jax.data.card import DatasetCard, MouseCard
+from sensorium_jax.data.kinds import KINDS, UNKNOWN_STIMULUS_TYPE, DatasetKind, kind_named
+from sensorium_jax.data.schema import (
+    ARRAY_KEYS,
+    FORMAT_VERSION,
+    SMALL_KEYS,
+    SOURCE_STATISTICS_FILE,
+    array_spec,
+    tensorstore_context,
+)
 from sensorium_jax.errors import InputDataError
-
-FORMAT_VERSION = 1
-ARRAY_KEYS = ("videos", "responses", "behavior", "pupil_center")
-SMALL_KEYS = ("behavior", "pupil_center")
-CHUNK_FRAMES = 20  # see the measurements above
-SMALL_CHUNK_BYTES = 16384  # behavior / pupil center: trials per chunk up to this size
-STATISTIC_KEYS = {"video": ("videos", "responses", "behavior", "pupil_center"),
-                  "static": ("images", "responses", "behavior", "pupil_center")}
-_RAW_CODECS = [{"name": "bytes", "configuration": {"endian": "little"}}]
 
 
 # ----------------------------------------------------------------------------- metadata
@@ -79,7 +59,7 @@ class MouseMeta:
     """Everything about one stored mouse except its arrays."""
 
     name: str
-    kind: str  # "video" | "static"
+    kind: str  # "video" | "static"; `dataset_kind` is the object to ask
     n_frames: int  # stored T (longest trial; 1 for static)
     frame_shape: tuple[int, int]
     behavior_dim: int
@@ -95,6 +75,16 @@ class MouseMeta:
     source: str = ""
     fingerprint: str = ""
     synthetic: bool = False
+    statistics_layout: str = stats_lib.PER_NEURON  # the source's layout (see `Store.source_statistics`)
+    stimulus_types: np.ndarray | None = None  # str [trials]; "unknown" where the source did not say
+
+    def __post_init__(self) -> None:
+        if self.stimulus_types is None:
+            object.__setattr__(self, "stimulus_types", np.full(self.n_trials, UNKNOWN_STIMULUS_TYPE))
+
+    @property
+    def dataset_kind(self) -> DatasetKind:
+        return kind_named(self.kind)
 
     @property
     def n_trials(self) -> int:
@@ -112,7 +102,7 @@ class MouseMeta:
 
     @functools.cached_property
     def normalization(self) -> normalization.Normalization:
-        return normalization.from_statistics(self.statistics, self.kind)
+        return normalization.from_statistics(self.statistics, self.dataset_kind)
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         n, t = self.n_trials, self.n_frames
@@ -147,6 +137,8 @@ class MouseMeta:
             "statistics": {k: {g: {s: np.asarray(v).tolist() for s, v in group.items()}
                                for g, group in groups.items()}
                            for k, groups in self.statistics.items()},
+            "statistics_layout": self.statistics_layout,
+            "stimulus_types": [str(t) for t in self.stimulus_types],
             "source": self.source,
             "fingerprint": self.fingerprint,
             "synthetic": self.synthetic,
@@ -178,9 +170,10 @@ class MouseMeta:
         version = field("format_version", int)
         if version != FORMAT_VERSION:
             raise InputDataError(path, "format_version", str(FORMAT_VERSION), version)
-        kind = field("kind", str)
-        if kind not in STATISTIC_KEYS:
-            raise InputDataError(path, "kind", "'video' or 'static'", repr(kind))
+        kind_name = field("kind", str)
+        if kind_name not in KINDS:
+            raise InputDataError(path, "kind", " or ".join(map(repr, KINDS)), repr(kind_name))
+        kind = kind_named(kind_name)
         n, n_frames, n_neurons = field("n_trials", int), field("n_frames", int), field("n_neurons", int)
         behavior_dim = field("behavior_dim", int)
         frame_shape = tuple(array("frame_shape", np.int64, (2,)).tolist())
@@ -196,7 +189,7 @@ class MouseMeta:
         expected_stats = {"responses": (n_neurons,), "behavior": (behavior_dim,), "pupil_center": (2,)}
         raw_stats = field("statistics", dict)
         statistics: dict = {}
-        for key in STATISTIC_KEYS[kind]:
+        for key in kind.array_keys:
             try:
                 statistics[key] = {g: {s: np.asarray(v, np.float32) for s, v in stats.items()}
                                    for g, stats in raw_stats[key].items()}
@@ -209,9 +202,16 @@ class MouseMeta:
                 if (shape is None and value.size != 1) or (shape is not None and value.shape != shape):
                     raise InputDataError(path, f"statistics.{key}.all.{stat}",
                                          f"shape {shape or '() (a scalar)'}", f"shape {value.shape}")
+        # Stores converted before these two fields existed: per-neuron sources, types unknown.
+        layout = raw.get("statistics_layout", stats_lib.PER_NEURON)
+        if layout not in stats_lib.LAYOUTS:
+            raise InputDataError(path, "statistics_layout", " or ".join(map(repr, stats_lib.LAYOUTS)), repr(layout))
+        types = raw.get("stimulus_types", [UNKNOWN_STIMULUS_TYPE] * n)
+        if not isinstance(types, list) or len(types) != n:
+            raise InputDataError(path, "stimulus_types", f"a list of {n} strings (one per trial)", repr(types)[:80])
         return cls(
             name=field("name", str),
-            kind=kind,
+            kind=kind.name,
             n_frames=n_frames,
             frame_shape=frame_shape,
             behavior_dim=behavior_dim,
@@ -224,9 +224,11 @@ class MouseMeta:
             unit_ids=array("unit_ids", np.int64, (n_neurons,)),
             coordinates=array("coordinates", np.float32, (n_neurons, 3)),
             statistics=statistics,
-            source=str(raw.get("source", "")),
-            fingerprint=str(raw.get("fingerprint", "")),
-            synthetic=bool(raw.get("synthetic", False)),
+            source=field("source", str),
+            fingerprint=field("fingerprint", str),
+            synthetic=field("synthetic", bool),
+            statistics_layout=layout,
+            stimulus_types=np.asarray([str(t) for t in types]),
         )
 
 
@@ -240,15 +242,6 @@ def _read_json(path: Path, what: str) -> Any:
 
 
 # ----------------------------------------------------------------------------- reading
-
-
-def tensorstore_context() -> ts.Context:
-    """A per-process context without a chunk cache: memory is bounded by what is in flight."""
-    return ts.Context({"cache_pool": {"total_bytes_limit": 0}})
-
-
-def _array_spec(path: Path) -> dict:
-    return {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(path)}}
 
 
 class Store:
@@ -307,6 +300,22 @@ class Store:
     def meta(self, mouse: str | int) -> MouseMeta:
         return self._meta[self.mouse_name(mouse)]
 
+    def source_statistics(self, mouse: str | int) -> stats_lib.Statistics:
+        """The mouse's statistics as its source gave them (per frame or per neuron)."""
+        meta = self.meta(mouse)
+        if meta.statistics_layout == stats_lib.PER_NEURON:
+            return meta.statistics
+        file = self.path / meta.name / SOURCE_STATISTICS_FILE
+        if not file.is_file():
+            raise InputDataError(file, "source statistics", "an existing .npz file (per-frame source)",
+                                 "no such file")
+        given: stats_lib.Statistics = {}
+        with np.load(file, allow_pickle=False) as arrays:
+            for name in arrays.files:
+                key, group, stat = name.split("/")
+                given.setdefault(key, {}).setdefault(group, {})[stat] = arrays[name]
+        return given
+
     def arrays(self, mouse: str | int) -> dict[str, ts.TensorStore]:
         """The mouse's four arrays as tensorstore handles, opened (and checked) on first use."""
         name = self.mouse_name(mouse)
@@ -334,7 +343,7 @@ class Store:
         if self._context is None:
             self._context = tensorstore_context()
         meta = self._meta[name]
-        futures = {key: ts.open(_array_spec(self.path / name / key), open=True, read=True,
+        futures = {key: ts.open(array_spec(self.path / name / key), open=True, read=True,
                                 context=self._context) for key in ARRAY_KEYS}
         handles = {}
         for key, future in futures.items():
@@ -388,258 +397,3 @@ def open_store(path: str | Path) -> Store:
         raise InputDataError(path, "store", "an existing store folder (made by sensorium_jax.data.convert)",
                              "no such folder")
     return Store(path)
-
-
-# ----------------------------------------------------------------------------- writing
-
-
-def source_fingerprint(path: Path) -> str:
-    """Names, sizes and modification times of every file of a source folder (cheap to redo)."""
-    digest = hashlib.sha256(f"format {FORMAT_VERSION}".encode())
-    for folder in ("data", "meta"):
-        for directory, subdirs, files in sorted(os.walk(path / folder)):
-            subdirs.sort()
-            for name in sorted(files):
-                file = Path(directory) / name
-                info = file.stat()
-                digest.update(f"{file.relative_to(path)}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
-
-
-def _create_array(path: Path, shape: tuple[int, ...], dtype: str, chunks: tuple[int, ...],
-                  context: ts.Context) -> ts.TensorStore:
-    spec = {
-        "driver": "zarr3",
-        "kvstore": {"driver": "file", "path": str(path)},
-        "metadata": {
-            "shape": list(shape),
-            "data_type": dtype,
-            "chunk_grid": {"name": "regular", "configuration": {"chunk_shape": list(chunks)}},
-            "chunk_key_encoding": {"name": "default"},
-            "codecs": _RAW_CODECS,
-            "fill_value": 0,
-        },
-    }
-    return ts.open(spec, create=True, context=context).result()
-
-
-def _chunks(meta: MouseMeta) -> dict[str, tuple[int, ...]]:
-    t = meta.n_frames
-    tc = min(CHUNK_FRAMES, t)
-    small = {key: max(1, SMALL_CHUNK_BYTES // (t * width * 4))
-             for key, width in (("behavior", meta.behavior_dim), ("pupil_center", 2))}
-    return {
-        "videos": (1, tc, *meta.frame_shape),
-        "responses": (1, tc, meta.n_neurons),
-        "behavior": (min(small["behavior"], max(meta.n_trials, 1)), t, meta.behavior_dim),
-        "pupil_center": (min(small["pupil_center"], max(meta.n_trials, 1)), t, 2),
-    }
-
-
-class _NotUint8(Exception):
-    """A video value is not an integer in 0..255: store videos as float32 instead."""
-
-
-def _exact_uint8(video: np.ndarray) -> np.ndarray | None:
-    if video.size and (video.min() < 0 or video.max() > 255):
-        return None
-    as_uint8 = video.astype(np.uint8)
-    return as_uint8 if np.array_equal(as_uint8, video) else None
-
-
-def _meta_of(folder: Any, fingerprint: str, video_dtype: str) -> MouseMeta:
-    return MouseMeta(
-        name=folder.name,
-        kind=folder.kind,
-        n_frames=int(folder.lengths.max()),
-        frame_shape=tuple(int(s) for s in folder.frame_shape),
-        behavior_dim=int(folder.behavior_dim),
-        n_neurons=int(folder.n_neurons),
-        video_dtype=video_dtype,
-        lengths=np.asarray(folder.lengths, np.int64),
-        tiers=np.asarray(folder.tiers).astype(str),
-        trial_ids=np.asarray(folder.trial_ids, np.int64),
-        stimulus_ids=np.asarray(folder.stimulus_ids, np.int64),
-        unit_ids=np.asarray(folder.unit_ids, np.int64),
-        coordinates=np.asarray(folder.coordinates, np.float32),
-        statistics=folder.statistics,
-        source=str(Path(folder.path).resolve()),
-        fingerprint=fingerprint,
-        synthetic=(Path(folder.path) / "ground_truth").is_dir(),
-    )
-
-
-def _write_mouse(folder: Any, target: Path, fingerprint: str, video_dtype: str, progress: bool) -> None:
-    """Writes one mouse's group into `target` (a fresh temporary folder)."""
-    from tqdm import tqdm
-
-    from sensorium_jax.data.raw import read_trial
-
-    meta = _meta_of(folder, fingerprint, video_dtype)
-    context = tensorstore_context()
-    target.mkdir(parents=True)
-    chunks = _chunks(meta)
-    arrays = {key: _create_array(target / key, meta.shapes()[key], meta.dtypes()[key], chunks[key], context)
-              for key in ARRAY_KEYS}
-    small = {key: np.zeros(meta.shapes()[key], np.float32) for key in ("behavior", "pupil_center")}
-    pending: list[ts.Future] = []
-    bar = tqdm(range(meta.n_trials), desc=meta.name, unit="trial", disable=not progress,
-               file=sys.stderr, dynamic_ncols=True, leave=True)
-    try:
-        for i in bar:
-            trial = read_trial(folder, i)
-            length = int(meta.lengths[i])
-            video = trial["videos"]
-            if video_dtype == "uint8":
-                video = _exact_uint8(video)
-                if video is None:
-                    bar.leave = False
-                    raise _NotUint8()
-            for future in pending:  # at most one trial's writes in flight: bounded memory
-                future.result()
-            pending = [arrays["videos"][i, :length].write(video),
-                       arrays["responses"][i, :length].write(trial["responses"])]
-            for key in small:
-                small[key][i, :length] = trial[key]
-    finally:
-        bar.close()
-        for future in pending:  # nothing may still write into the folder once we return
-            with contextlib.suppress(Exception):
-                future.result()
-    for future in pending:
-        future.result()
-    for key, values in small.items():
-        arrays[key].write(values).result()
-    (target / "zarr.json").write_text(json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {
-        "sensorium_jax": {"format_version": FORMAT_VERSION, "meta": "meta.json"}}}))
-    (target / "meta.json").write_text(json.dumps(meta.to_json()))
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _write_index(out: Path, mice: list[str]) -> None:
-    temporary = out / f".store.json.{uuid.uuid4().hex}"
-    temporary.write_text(json.dumps({"format_version": FORMAT_VERSION, "mice": mice}, indent=1))
-    os.replace(temporary, out / "store.json")
-    _fsync_dir(out)
-
-
-def _existing_mice(out: Path) -> list[str]:
-    """Mice of an existing store; an unrelated non-empty folder is refused."""
-    if not out.exists():
-        return []
-    if not out.is_dir():
-        raise InputDataError(out, "store", "a folder (new or an existing store)", "a file")
-    if (out / "store.json").exists():
-        return list(open_store(out).mice)
-    if any(not p.name.startswith(".") for p in out.iterdir()) and not (out / "zarr.json").exists():
-        raise InputDataError(out, "store", "an empty folder or an existing store", "a folder with other files")
-    return []
-
-
-@contextlib.contextmanager
-def _locked(out: Path):
-    """One converter at a time per store (advisory lock on STORE/.lock)."""
-    with open(out / ".lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _check_compatible(folders: Sequence[Any], existing: Iterable[MouseMeta]) -> None:
-    """A store's mice share kind, frame shape and behavior width (one dataset card)."""
-    reference = None
-    for item in [*existing, *folders]:
-        signature = (item.kind, tuple(int(s) for s in item.frame_shape), int(item.behavior_dim))
-        if reference is None:
-            reference = signature
-        elif signature != reference:
-            where = getattr(item, "path", item.name)
-            raise InputDataError(where, "kind/frame shape/behavior", f"{reference} like the other mice", signature)
-
-
-def convert(sources: Sequence[str | Path], out: str | Path, progress: bool = True) -> list[str]:
-    """Validates every source, then writes each mouse atomically into the store `out`.
-
-    Each mouse is written into a temporary sibling folder and renamed into place; `store.json`
-    is replaced atomically after each mouse, so readers see complete mice only, a failure
-    loses nothing already there, and an invalid source writes nothing at all. Mice already
-    stored from an unchanged source (same fingerprint) are skipped. Returns the mouse names
-    of `sources`, in order.
-    """
-    from sensorium_jax.data.raw import read_mouse_folder
-
-    out = Path(out)
-    if not sources:
-        raise InputDataError(out, "sources", "at least one mouse folder", "none")
-    folders = [read_mouse_folder(source) for source in sources]
-    seen: dict[str, Path] = {}
-    for folder in folders:
-        if folder.name in seen:
-            raise InputDataError(folder.path, "mouse name", f"unique folder names (also {seen[folder.name]})",
-                                 folder.name)
-        seen[folder.name] = folder.path
-    existing = _existing_mice(out)
-    if existing:
-        store = open_store(out)
-        _check_compatible(folders, [store.meta(m) for m in existing if m not in seen])
-    else:
-        _check_compatible(folders, [])
-
-    out.mkdir(parents=True, exist_ok=True)
-    with _locked(out):
-        mice = _existing_mice(out)  # again, under the lock
-        for stale in out.glob(".tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        for stale in out.glob(".trash-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        if not (out / "zarr.json").exists():
-            (out / "zarr.json").write_text(json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}))
-        for folder in folders:
-            fingerprint = source_fingerprint(Path(folder.path))
-            final = out / folder.name
-            if folder.name in mice and _stored_fingerprint(final) == fingerprint:
-                continue
-            _write_atomically(folder, final, fingerprint, progress)
-            if folder.name not in mice:
-                mice.append(folder.name)
-            _write_index(out, mice)
-    return [folder.name for folder in folders]
-
-
-def _stored_fingerprint(final: Path) -> str | None:
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        return json.loads((final / "meta.json").read_text()).get("fingerprint")
-    return None
-
-
-def _write_atomically(folder: Any, final: Path, fingerprint: str, progress: bool) -> None:
-    token = uuid.uuid4().hex[:12]
-    temporary = final.parent / f".tmp-{folder.name}-{token}"
-    try:
-        try:
-            _write_mouse(folder, temporary, fingerprint, "uint8", progress)
-        except _NotUint8:
-            shutil.rmtree(temporary, ignore_errors=True)
-            _write_mouse(folder, temporary, fingerprint, "float32", progress)
-        _fsync_dir(temporary)
-        if final.exists():  # a changed source or a leftover: swap it out
-            trash = final.parent / f".trash-{folder.name}-{token}"
-            os.rename(final, trash)
-            os.rename(temporary, final)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(temporary, final)
-        _fsync_dir(final.parent)
-    finally:
-        if temporary.exists():
-            shutil.rmtree(temporary, ignore_errors=True)

@@ -70,21 +70,3 @@ def readout_positions(learned_px: np.ndarray, true_px: np.ndarray | None, frame_
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
-
-
-def grid_to_screen(grid: np.ndarray, frame_shape: tuple[int, int], model_config) -> np.ndarray | None:
-    """Readout grid positions ([-1, 1] over the core's feature map) in screen pixels.
-
-    Needs a core of unpadded spatial convolutions (the factorized family); None otherwise.
-    """
-    core = model_config.get("core") if hasattr(model_config, "get") else None
-    if core is None or "spatial_kernels" not in core:
-        return None
-    pool = int(core.get("input_pool", 1))
-    same = core.get("spatial_padding", "VALID") == "SAME"
-    crop = 0 if same else sum(int(k) - 1 for k in core["spatial_kernels"]) / 2
-    h, w = frame_shape
-    feature_w, feature_h = w // pool - 2 * crop, h // pool - 2 * crop
-    x = crop + (grid[..., 0] + 1) / 2 * (feature_w - 1)
-    y = crop + (grid[..., 1] + 1) / 2 * (feature_h - 1)
-    return np.stack([(x + 0.5) * pool - 0.5, (y + 0.5) * pool - 0.5], axis=-1)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,21 +11,17 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from sensorium_jax.data.datasets import oracle_ceiling, synthetic_truth
+from sensorium_jax.errors import InputDataError
 from sensorium_jax.evaluation import plots
-from sensorium_jax.evaluation.scoring import TierResult, evaluate_tier
+from sensorium_jax.evaluation.evaluators import Evaluator, get_evaluators
+from sensorium_jax.evaluation.scoring import TierScores, default_burn_in, default_tiers, pool_tier, score_tier
 from sensorium_jax.evaluation.submission import SubmissionWriter
 
-SKIPPED_TIERS = ("train", "none")
-METRICS = ("single_trial_correlation", "correlation_to_average")
+__all__ = ["default_tiers", "markdown", "run_evaluation"]
 
-
-def default_tiers(store) -> list[str]:
-    seen: list[str] = []
-    for mouse in store.mice:
-        for tier in store.meta(mouse).tiers:
-            if tier not in SKIPPED_TIERS and tier not in seen:
-                seen.append(str(tier))
-    return seen
+# Pooled scores the synthetic data's ground truth has a ceiling for.
+CEILING_METRICS = ("single_trial_correlation", "correlation_to_average")
+BY_TYPE = "single_trial_correlation_by_type"  # the bonus tiers' per-OOD-type scores
 
 
 def run_evaluation(
@@ -33,106 +30,164 @@ def run_evaluation(
     out: str | Path,
     *,
     tiers: Sequence[str] | None = None,
-    burn_in: int = 50,
+    burn_in: int | None = None,
     batch_size: int = 8,
     submission: bool = False,
+    evaluators: Sequence[str] | None = None,
 ) -> dict:
+    """Scores `predictor` on every (mouse, tier) with the named evaluators (None: all) and writes
+    report.json, report.md, plots and, with `submission`, the competition files into `out`."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     tiers = list(tiers) if tiers else default_tiers(store)
+    burn_in = default_burn_in(store) if burn_in is None else int(burn_in)
     unknown_mice = [m for m in store.mice if m not in predictor.card.names]
     if unknown_mice:
-        from sensorium_jax.errors import InputDataError
-
         raise InputDataError(store.path, "mice", f"mice the model was trained on ({', '.join(predictor.card.names)})",
                              ", ".join(unknown_mice))
+    chosen = get_evaluators(evaluators)
     writer = SubmissionWriter(out / "submission", store, burn_in=burn_in) if submission else None
-    results: list[TierResult] = []
     jobs = [(m, t) for m in store.mice for t in tiers if len(store.meta(m).trials_of(t))]
-    for mouse, tier in tqdm(jobs, desc="evaluate", unit="tier"):
-        results.append(evaluate_tier(predictor, store, mouse, tier, batch_size=batch_size, burn_in=burn_in,
-                                     sink=writer))
+    results = [score_tier(predictor, store, mouse, tier, chosen, burn_in=burn_in, batch_size=batch_size, sink=writer)
+               for mouse, tier in tqdm(jobs, desc="evaluate", unit="tier")]
     zips = [str(p) for p in writer.close()] if writer else []
 
     report = {
         "checkpoint": predictor.source,
         "store": str(store.path),
         "burn_in": burn_in,
+        "evaluators": list(chosen),
         "mice": {},
         "pooled": {},
         "submission": zips,
     }
     for r in results:
-        report["mice"].setdefault(r.mouse, {})[r.tier] = r.summary()
-    pooled_values: dict[str, dict[str, np.ndarray]] = {}
+        entry = {"trials": r.trials, "neurons": r.neurons, "scored": r.scored}
+        report["mice"].setdefault(r.mouse, {})[r.tier] = {**entry, **(r.pooled() if r.scored else {})}
     for tier in tiers:
         scored = [r for r in results if r.tier == tier and r.scored]
-        if not scored:
-            continue
-        values = {"single_trial_correlation": np.concatenate([r.single_trial for r in scored]),
-                  "correlation_to_average": np.concatenate([r.to_average for r in scored])}
-        pooled_values[tier] = values
-        report["pooled"][tier] = {name: float(v.mean()) for name, v in values.items()}
-        report["pooled"][tier].update(neurons=int(values["single_trial_correlation"].size),
-                                      trials=int(sum(r.trials for r in scored)))
-        ceiling = {name: oracle_ceiling(store, tier, name) for name in METRICS}
-        if all(c for c in ceiling.values()):
-            report["pooled"][tier]["oracle_ceiling"] = ceiling
-            report["pooled"][tier]["fraction_of_ceiling"] = {
-                name: report["pooled"][tier][name] / ceiling[name] for name in METRICS
-            }
-    report["plots"] = _plots(predictor, store, results, pooled_values, out)
+        if scored:
+            report["pooled"][tier] = _pooled_entry(store, tier, scored, chosen)
+    report["plots"], report["notes"] = _plots(predictor, store, results, out)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(markdown(report))
     return report
 
 
-def _plots(predictor, store, results: list[TierResult], pooled: dict, out: Path) -> list[str]:
-    made = []
-    if pooled:
-        made.append(plots.correlation_histograms(
-            {t: v["single_trial_correlation"] for t, v in pooled.items()}, out / "correlations.png"))
+def _pooled_entry(store, tier: str, scored: list[TierScores], evaluators: dict[str, Evaluator]) -> dict:
+    """One tier pooled over all neurons of all mice, with the synthetic oracle ceiling if known."""
+    entry = {**pool_tier(scored, evaluators), "neurons": int(sum(r.neurons for r in scored)),
+             "trials": int(sum(r.trials for r in scored))}
+    ceiling = {name: oracle_ceiling(store, tier, name) for name in CEILING_METRICS if name in entry}
+    if ceiling and all(ceiling.values()):
+        entry["oracle_ceiling"] = ceiling
+        entry["fraction_of_ceiling"] = {name: entry[name] / value for name, value in ceiling.items()}
+    return entry
+
+
+def readout_pixels(predictor) -> tuple[np.ndarray | None, str]:
+    """(pixels [M, Nmax, 2] in screen pixels or None, why not) from the predictor's
+    `readout_positions()`, a `sensorium_jax.models.base.ReadoutPositions`."""
+    positions = predictor.readout_positions()
+    pixels = positions.pixels
+    return (None, positions.reason) if pixels is None else (np.asarray(pixels), "")
+
+
+def _plots(predictor, store, results: list[TierScores], out: Path) -> tuple[list[str], list[str]]:
+    """(plot files made, notes on plots that could not be made)."""
+    made, notes = [], []
+    single = {}
+    for tier in dict.fromkeys(r.tier for r in results):
+        values = [r.results["single_trial"].per_neuron["single_trial_correlation"]
+                  for r in results if r.tier == tier and r.scored and "single_trial" in r.results]
+        if values:
+            single[tier] = np.concatenate(values)
+    if single:
+        made.append(plots.correlation_histograms(single, out / "correlations.png"))
     example = next((r for r in results if r.scored and r.example is not None), None)
     if example is not None:
         made.append(plots.example_traces(
             example.example["recorded"], example.example["predicted"],
             f"{example.mouse}, {example.tier} trial {example.example['trial']}", out / "traces.png"))
-    grid = predictor.readout_positions()
-    truth = synthetic_truth(store) or {}
-    if grid is not None:
+    pixels, reason = readout_pixels(predictor)
+    if pixels is None:
+        notes.append(f"No readout-position plot: {reason}.")
+    else:
         mouse = store.mice[0]
         index = predictor.card.index(mouse)
         n = predictor.card.mice[index].n_neurons
-        learned = plots.grid_to_screen(grid[index, :n], predictor.card.frame_shape, predictor.config.model)
-        true = truth.get(mouse, {}).get("rf_position_px")
-        if learned is not None:
-            made.append(plots.readout_positions(
-                learned, np.asarray(true) if true is not None else None, predictor.card.frame_shape,
-                f"{mouse}: readout positions", out / "positions.png"))
-    return [str(p) for p in made]
+        true = (synthetic_truth(store) or {}).get(mouse, {}).get("rf_position_px")
+        made.append(plots.readout_positions(
+            pixels[index, :n], np.asarray(true) if true is not None else None,
+            predictor.card.frame_shape, f"{mouse}: readout positions", out / "positions.png"))
+    return [str(p) for p in made], notes
+
+
+# ----------------------------------------------------------------------------- report.md
+
+# Scalar columns of the tables, in order, with their headers; other scalars follow by name.
+COLUMNS = {
+    "single_trial_correlation": "single-trial corr.",
+    "correlation_to_average": "corr. to average",
+    "feve": "FEVE",
+    "fev": "FEV",
+    "single_trial_correlation_type_mean": "OOD type mean",
+}
+SKIPPED = {"neurons", "trials", "scored", "oracle_ceiling", "fraction_of_ceiling", "feve_neurons", BY_TYPE}
+
+
+def _columns(entries: list[dict]) -> list[str]:
+    names = [k for e in entries for k, v in e.items() if k not in SKIPPED and not isinstance(v, dict)]
+    names = list(dict.fromkeys(names))
+    return [c for c in COLUMNS if c in names] + [c for c in names if c not in COLUMNS]
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:.4f}"
+    return str(value)
 
 
 def markdown(report: dict) -> str:
+    """report.json as tables: pooled per tier, per mouse and tier, bonus tiers per OOD type."""
     lines = [f"# Evaluation of `{report['checkpoint']}`", "", f"Store: `{report['store']}`, burn-in "
-             f"{report['burn_in']} frames.", "", "## Pooled over all neurons of all mice", "",
-             "| tier | single-trial corr. | corr. to average | neurons | trials | fraction of oracle (single / avg) |",
-             "|---|---|---|---|---|---|"]
-    for tier, v in report["pooled"].items():
+             f"{report['burn_in']} frames.", "", "## Pooled over all neurons of all mice", ""]
+    pooled = report["pooled"]
+    columns = _columns(list(pooled.values()))
+    lines += ["| tier | " + " | ".join(COLUMNS.get(c, c) for c in columns)
+              + " | neurons | trials | fraction of oracle (single / avg) |",
+              "|" + "---|" * (len(columns) + 4)]
+    for tier, v in pooled.items():
         fraction = v.get("fraction_of_ceiling")
-        frac = f"{fraction['single_trial_correlation']:.2f} / {fraction['correlation_to_average']:.2f}" if fraction else "-"
-        lines.append(f"| {tier} | {v['single_trial_correlation']:.4f} | {v['correlation_to_average']:.4f} | "
-                     f"{v['neurons']} | {v['trials']} | {frac} |")
-    lines += ["", "## Per mouse", "", "| mouse | tier | single-trial corr. | corr. to average | neurons | trials |",
-              "|---|---|---|---|---|---|"]
+        frac = " / ".join(f"{fraction[m]:.2f}" for m in CEILING_METRICS if m in fraction) if fraction else "-"
+        lines.append(f"| {tier} | " + " | ".join(_cell(v.get(c)) for c in columns)
+                     + f" | {v['neurons']} | {v['trials']} | {frac} |")
+    by_type = {tier: v for tier, v in pooled.items() if BY_TYPE in v}
+    if by_type:
+        lines += ["", "## Bonus tiers per out-of-distribution stimulus type", "",
+                  "Single-trial correlation per stimulus type, pooled over all neurons of all mice; the bonus "
+                  "score is their mean over the types.", "", "| tier | stimulus type | single-trial corr. |",
+                  "|---|---|---|"]
+        for tier, v in by_type.items():
+            lines += [f"| {tier} | {kind} | {_cell(value)} |" for kind, value in v[BY_TYPE].items()]
+            lines.append(f"| {tier} | **mean over types** | {_cell(v['single_trial_correlation_type_mean'])} |")
+    entries = [v for tiers in report["mice"].values() for v in tiers.values()]
+    columns = _columns(entries)
+    lines += ["", "## Per mouse", "", "| mouse | tier | " + " | ".join(COLUMNS.get(c, c) for c in columns)
+              + " | neurons | trials |", "|" + "---|" * (len(columns) + 4)]
     for mouse, tiers in report["mice"].items():
         for tier, v in tiers.items():
             if v["scored"]:
-                lines.append(f"| {mouse} | {tier} | {v['single_trial_correlation']:.4f} | "
-                             f"{v['correlation_to_average']:.4f} | {v['neurons']} | {v['trials']} |")
+                cells = " | ".join(_cell(v.get(c)) for c in columns)
             else:
-                lines.append(f"| {mouse} | {tier} | withheld (predicted only) | | {v['neurons']} | {v['trials']} |")
+                cells = " | ".join(["withheld (predicted only)"] + [""] * max(len(columns) - 1, 0))
+            lines.append(f"| {mouse} | {tier} | {cells} | {v['neurons']} | {v['trials']} |")
     if report["submission"]:
         lines += ["", "Submission files: " + ", ".join(f"`{z}`" for z in report["submission"])]
     if report["plots"]:
         lines += ["", "Plots: " + ", ".join(f"`{Path(p).name}`" for p in report["plots"])]
+    for note in report.get("notes", []):
+        lines += ["", note]
     return "\n".join(lines) + "\n"

@@ -1,82 +1,147 @@
-"""Streams whole trials of a tier through a predictor into the metric accumulators."""
+"""The tier loop: whole trials of a tier predicted once and fed to every evaluator of the tier.
+
+The trainer's validation and evaluate.py both score through `score_tier`; they differ only in
+the predictor they pass (anything with `predict_normalized(batch) -> [B, T, Nmax]`, NaN on
+frames the model cannot predict) and in the evaluators they ask for.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
 import numpy as np
 
-from sensorium_jax import metrics
+from sensorium_jax.data.kinds import UNSCORED_TIERS
 from sensorium_jax.data.pipeline import make_eval_batches
+from sensorium_jax.evaluation.evaluators import EvalResult, Evaluator, Pooled, TierInfo
 
 # (mouse, tier, trial indices in the store, predictions [B, T, N], frame mask [B, T])
 TrialSink = Callable[[str, str, np.ndarray, np.ndarray, np.ndarray], None]
 
 
+class NormalizedPredictor(Protocol):
+    def predict_normalized(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """Pipeline-layout batch -> predictions [B, T, Nmax] in normalized response units."""
+
+
 @dataclasses.dataclass
-class TierResult:
+class TierScores:
+    """Every evaluator's result for one mouse on one tier."""
+
     mouse: str
     tier: str
     trials: int
     neurons: int
-    scored: bool  # False when the tier's responses are withheld (all zeros)
-    single_trial: np.ndarray | None = None  # [N]
-    to_average: np.ndarray | None = None  # [N]
+    scored: bool  # False when the tier's responses are withheld (all zeros): results mean nothing
+    results: dict[str, EvalResult]  # evaluator name -> result
     example: dict | None = None  # one trial's recorded and predicted traces, for plots
 
-    def summary(self) -> dict:
-        out = {"trials": self.trials, "neurons": self.neurons, "scored": self.scored}
-        if self.scored:
-            out["single_trial_correlation"] = float(self.single_trial.mean())
-            out["correlation_to_average"] = float(self.to_average.mean())
+    def pooled(self) -> Pooled:
+        """All evaluators' scalars of this mouse, in one flat namespace."""
+        out: Pooled = {}
+        for result in self.results.values():
+            out.update(result.pooled)
         return out
 
 
-def evaluate_tier(
-    predictor,
+def stimulus_types(meta) -> np.ndarray:
+    """str [trials]: each trial's stimulus type ("unknown" where the source does not say)."""
+    return np.asarray(meta.stimulus_types).astype(str)
+
+
+def default_burn_in(store) -> int:
+    """Frames dropped per trial by default: the data kind's (SENSORIUM 2023 video: 50)."""
+    return store.meta(store.mice[0]).dataset_kind.burn_in
+
+
+def default_tiers(store) -> list[str]:
+    """Every tier of the store that is scored, in order of first appearance."""
+    seen: list[str] = []
+    for mouse in store.mice:
+        for tier in store.meta(mouse).tiers:
+            if str(tier) not in UNSCORED_TIERS and str(tier) not in seen:
+                seen.append(str(tier))
+    return seen
+
+
+def tier_info(store, mouse: str, tier: str) -> TierInfo:
+    meta = store.meta(mouse)
+    trials = meta.trials_of(tier)
+    dense = meta.stimulus_index
+    stimuli = np.unique(dense[trials])
+    slot = np.full(int(dense.max()) + 1 if dense.size else 1, -1, np.int32)
+    slot[stimuli] = np.arange(len(stimuli), dtype=np.int32)
+    return TierInfo(
+        mouse=mouse, tier=tier, kind=meta.dataset_kind, n_neurons=meta.n_neurons,
+        n_frames=int(meta.lengths[trials].max()) if len(trials) else 0, trials=trials,
+        stimulus_slot=slot, n_stimuli=len(stimuli), stimulus_types=stimulus_types(meta),
+    )
+
+
+def scored_frame_mask(batch: Mapping[str, np.ndarray], predictions: np.ndarray, burn_in: int) -> np.ndarray:
+    """Frames that count: valid, after the burn-in, and predicted by the model (not NaN)."""
+    frames = batch["frame_mask"].shape[1]
+    after_burn_in = np.arange(frames)[None, :] >= burn_in
+    predicted = ~np.isnan(predictions[..., 0])
+    return batch["frame_mask"].astype(bool) & after_burn_in & predicted
+
+
+def score_tier(
+    predictor: NormalizedPredictor,
     store,
     mouse: str,
     tier: str,
+    evaluators: Mapping[str, Evaluator],
     *,
+    burn_in: int | None = None,
     batch_size: int = 8,
-    burn_in: int = 50,
     sink: TrialSink | None = None,
-) -> TierResult:
-    """Single-trial correlation and correlation to average of one mouse on one tier."""
-    meta = store.meta(mouse)
-    n = meta.n_neurons
-    trials = meta.trials_of(tier)
-    stimuli = np.unique(meta.stimulus_index[trials])
-    slot_of = {int(s): i for i, s in enumerate(stimuli)}
-    n_frames = int(meta.lengths[trials].max()) if len(trials) else 0
-    single = metrics.init_correlation_stats(n)
-    repeats = metrics.init_repeat_stats(max(len(stimuli), 1), max(n_frames, 1), n)
-    any_signal = False
-    example = None
+) -> TierScores:
+    """One pass over the tier's trials, every applicable evaluator fed from it."""
+    burn_in = default_burn_in(store) if burn_in is None else int(burn_in)
+    info = tier_info(store, mouse, tier)
+    n = info.n_neurons
+    active = {name: e for name, e in evaluators.items() if e.applies_to(info)}
+    states = {name: e.init(info) for name, e in active.items()}
+    any_signal, example = False, None
     for batch in make_eval_batches(store, mouse, tier, batch_size):
-        predictions = predictor.predict_normalized(batch)[..., :n]
+        raw = np.asarray(predictor.predict_normalized(batch))[..., :n]
+        mask = scored_frame_mask(batch, raw, burn_in)
         responses = np.nan_to_num(batch["responses"][..., :n])
-        frames = responses.shape[1]
-        mask = batch["frame_mask"].astype(bool) & (np.arange(frames)[None] >= burn_in)
+        predictions = np.nan_to_num(raw)
         any_signal |= bool(np.any(responses[batch["frame_mask"].astype(bool)] != 0))
-        single = metrics.update_correlation_stats(single, responses, predictions, mask)
-        slots = np.asarray([slot_of[int(s)] for s in batch["stimulus"]], np.int32)
-        padded_r = np.zeros((responses.shape[0], n_frames, n), np.float32)
-        padded_p = np.zeros_like(padded_r)
-        padded_m = np.zeros((responses.shape[0], n_frames), bool)
-        padded_r[:, :frames], padded_p[:, :frames], padded_m[:, :frames] = responses, predictions, mask
-        repeats = metrics.update_repeat_stats(repeats, padded_r, padded_p, slots, padded_m)
+        scored_batch = dict(batch, responses=responses)
+        for name, evaluator in active.items():
+            states[name] = evaluator.update(states[name], scored_batch, predictions, mask)
         if sink is not None:
-            sink(mouse, tier, batch["trial"], predictions, batch["frame_mask"])
+            sink(mouse, tier, batch["trial"], raw, batch["frame_mask"])
         if example is None:
             length = int(batch["frame_mask"][0].sum())
-            example = {"trial": int(batch["trial"][0]), "recorded": responses[0, :length],
-                       "predicted": predictions[0, :length]}
-    result = TierResult(mouse, tier, trials=len(trials), neurons=n, scored=any_signal and len(trials) > 0,
-                        example=example)
-    if result.scored:
-        result.single_trial = np.asarray(metrics.correlation_from_stats(single))
-        result.to_average = np.asarray(metrics.correlation_to_average_from_stats(repeats))
-    return result
+            example = {"trial": int(batch["trial"][0]), "recorded": responses[0, :length].copy(),
+                       "predicted": predictions[0, :length].copy()}
+    results = {name: e.result(states[name]) for name, e in active.items()}
+    return TierScores(mouse, tier, trials=len(info.trials), neurons=n, scored=any_signal and len(info.trials) > 0,
+                      results=results, example=example)
 
+
+def pool_tier(scores: Sequence[TierScores], evaluators: Mapping[str, Evaluator]) -> Pooled:
+    """Each evaluator's scalars pooled over all neurons of all the given mice (one tier)."""
+    out: Pooled = {}
+    for name, evaluator in evaluators.items():
+        results = [s.results[name] for s in scores if name in s.results]
+        if results:
+            out.update(evaluator.pool(results))
+    return out
+
+
+def evaluate(
+    evaluator: Evaluator, predictor: NormalizedPredictor, store, mouse: str, tier: str, *,
+    burn_in: int | None = None, batch_size: int = 8,
+) -> EvalResult:
+    """One evaluator on one mouse's tier (a tier pass of its own; `score_tier` shares one)."""
+    if not evaluator.applies_to(tier_info(store, mouse, tier)):
+        raise ValueError(f"evaluator {evaluator.name!r} is not defined on tier {tier!r}")
+    return score_tier(predictor, store, mouse, tier, {evaluator.name: evaluator}, burn_in=burn_in,
+                      batch_size=batch_size).results[evaluator.name]

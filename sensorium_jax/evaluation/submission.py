@@ -14,6 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sensorium_jax.evaluation.scoring import default_burn_in
+
 SUBMISSION_TIERS = {
     "live_test_main": ("predictions_live_main.parquet.brotli", "main"),
     "final_test_main": ("predictions_final_main.parquet.brotli", "main"),
@@ -31,11 +33,12 @@ SCHEMA = pa.schema(
 
 
 class SubmissionWriter:
-    def __init__(self, out: str | Path, store, burn_in: int = 50, raw_units: bool = False):
+    def __init__(self, out: str | Path, store, burn_in: int | None = None, raw_units: bool = False):
+        """burn_in: frames left out of each row (None: the data kind's, as the competition scores)."""
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.store = store
-        self.burn_in = burn_in
+        self.burn_in = default_burn_in(store) if burn_in is None else int(burn_in)
         self.raw_units = raw_units
         self._writers: dict[str, pq.ParquetWriter] = {}
 

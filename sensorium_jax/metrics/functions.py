@@ -11,6 +11,7 @@ from collections.abc import Hashable, Sequence
 import jax.numpy as jnp
 import numpy as np
 
+from sensorium_jax.data.kinds import BURN_IN_FRAMES
 from sensorium_jax.metrics.feve import feve_from_stats, init_feve_stats, update_feve_stats
 from sensorium_jax.metrics.inputs import (
     TrialArrays,
@@ -32,7 +33,7 @@ from sensorium_jax.metrics.stats import (
 
 
 def single_trial_correlation(
-    responses: TrialArrays, predictions: TrialArrays, burn_in: int = 50, batch_size: int = 8
+    responses: TrialArrays, predictions: TrialArrays, burn_in: int = BURN_IN_FRAMES, batch_size: int = 8
 ) -> np.ndarray:
     """[N] Pearson over all (trial, frame) pairs after the burn-in; constant neurons get 0.
 
@@ -49,7 +50,7 @@ def correlation_to_average(
     responses: TrialArrays,
     predictions: TrialArrays,
     stimulus_ids: Sequence[Hashable],
-    burn_in: int = 50,
+    burn_in: int = BURN_IN_FRAMES,
     batch_size: int = 8,
 ) -> np.ndarray:
     """[N] Pearson between repeat-averaged responses and predictions over (stimulus, frame).

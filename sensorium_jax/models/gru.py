@@ -9,12 +9,12 @@ feature maps per layer); this one is a plain 2D convolutional core with 64 chann
 layer sizes match but the weights are not shared across rotations.
 
 The model is causal (frames are processed independently, then the GRU only looks back from a
-zero state), so it predicts every frame of a clip: `frames_lost(T) == 0`.
+zero state), so it predicts every frame of a clip: `frames_lost() == 0`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -22,26 +22,31 @@ import ml_collections
 from flax import nnx
 
 from sensorium_jax.data.card import DatasetCard
-from sensorium_jax.models.cores import lecun_normal
-from sensorium_jax.models.factorized import core_input, pool_frames, readout_and_shifter
-from sensorium_jax.models.registry import register_model
+from sensorium_jax.models import base, kernels
+from sensorium_jax.models.geometry import SpatialLayer, grid_to_pixels
+from sensorium_jax.models.initializers import lecun_normal
+from sensorium_jax.models.inputs import core_input, input_channels, map_scale, pool_frames
+from sensorium_jax.models.readouts import readout_and_shifter
 
-_DN2 = ("NHWC", "HWIO", "NHWC")
 
-
-def gru_config() -> ml_collections.ConfigDict:
+def default_config() -> ml_collections.ConfigDict:
     """Competition-scale configuration of the GRU baseline (T frames in -> T out)."""
     return ml_collections.ConfigDict(
         {
             "name": "gru",
             # Convolutions run in this dtype; parameters, BatchNorm and the GRU state stay float32.
             "compute_dtype": "float32",  # or "bfloat16"
+            # How the GRU's recurrent convolutions run (see sensorium_jax.models.kernels):
+            # "native" (XLA's convolution), "folded" or "matmul" (one matrix product of shifted
+            # patches: faster on CPU; the same sums with the same kernels) or "auto" (folded
+            # on CPU, else native).
+            "kernels": "auto",
             "core": {
                 "channels": (64, 64, 64, 64),  # one entry per layer
                 "input_kernel": 9,  # first layer's spatial kernel
                 "hidden_kernel": 7,  # every later layer's spatial kernel
                 "bn_momentum": 0.9,  # flax convention (torch's momentum 0.1)
-                # Spatial average pooling of the input frames (see factorized_config).
+                # Spatial average pooling of the input frames (see the factorized model's config).
                 "input_pool": 1,
                 # "SAME" as in the baseline, whose core pads: unpadded, four layers of 9/7/7/7
                 # kernels would crop 26 pixels off the height and width of a 36 x 64 frame
@@ -55,16 +60,12 @@ def gru_config() -> ml_collections.ConfigDict:
                 "channels": 64,
                 "input_kernel": 9,
                 "recurrent_kernel": 9,
-                # How the recurrent convolutions run: "native" (XLA's convolution), "patches"
-                # (a matrix product of shifted copies: faster on CPU) or "auto" (patches on
-                # CPU only). Both compute the same sums with the same kernels.
-                "recurrent_conv": "auto",
             },
             "inputs": {
                 "behavior": True,  # behaviour as extra constant input channels
                 "pupil_center": False,  # pupil center as two more constant channels
                 # Constant maps are multiplied by this before the first convolution; "auto":
-                # 1 / k^2 for a first kernel of k x k (why: see FactorizedModel).
+                # 1 / k^2 for a first kernel of k x k (see inputs.map_scale).
                 "map_scale": "auto",
             },
             "readout": {
@@ -78,45 +79,6 @@ def gru_config() -> ml_collections.ConfigDict:
             "shifter": {"enabled": True, "hidden": (5, 5), "zero_init": True},
         }
     )
-
-
-def _padding(kernel: int, padding: str) -> list[tuple[int, int]] | str:
-    if padding == "VALID":
-        return "VALID"
-    if padding != "SAME":
-        raise ValueError(f"spatial padding must be 'VALID' or 'SAME', got {padding!r}")
-    return [((kernel - 1) // 2, kernel // 2)] * 2
-
-
-def conv2d(x: jax.Array, kernel: jax.Array, padding: str = "SAME") -> jax.Array:
-    """2D convolution of [N, H, W, Ci] by a [k, k, Ci, Co] kernel, stride 1."""
-    return jax.lax.conv_general_dilated(
-        x, kernel, (1, 1), _padding(kernel.shape[0], padding), dimension_numbers=_DN2
-    )
-
-
-def conv2d_patches(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """The zero-padded ("SAME") `conv2d` as one matrix product of k^2 shifted copies of x.
-
-    Why: inside the GRU's scan XLA's CPU convolutions of small states are slow; measured here
-    (2 busy CPU cores, 8 states of 18 x 32, 24 steps, forward + backward of the recurrence):
-    8 channels 0.31 s vs 0.99 s, 16 channels 0.59 s vs 3.2 s.
-    """
-    k = kernel.shape[0]
-    (top, bottom), (left, right) = _padding(k, "SAME")
-    h, w = x.shape[1:3]
-    xp = jnp.pad(x, ((0, 0), (top, bottom), (left, right), (0, 0)))
-    patches = jnp.concatenate([xp[:, i : i + h, j : j + w] for i in range(k) for j in range(k)], axis=-1)
-    return patches @ kernel.reshape(-1, kernel.shape[-1])
-
-
-def resolve_recurrent_conv(impl: str) -> str:
-    """'auto': matrix products of patches on CPU, the native convolution elsewhere."""
-    if impl == "auto":
-        return "patches" if jax.default_backend() == "cpu" else "native"
-    if impl not in ("native", "patches"):
-        raise ValueError(f"recurrent_conv must be 'auto', 'native' or 'patches', got {impl!r}")
-    return impl
 
 
 def frames_folded(fn: Callable[[jax.Array], jax.Array], x: jax.Array) -> jax.Array:
@@ -147,7 +109,7 @@ class FrameConvLayer(nnx.Module):
 
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         dt = self.compute_dtype
-        y = conv2d(x.astype(dt), self.kernel[...].astype(dt), self.padding)
+        y = kernels.conv2d(x.astype(dt), self.kernel[...].astype(dt), self.padding)
         y = self.norm(y.astype(jnp.float32), use_running_average=not train)
         return jax.nn.elu(y)
 
@@ -167,22 +129,28 @@ class FrameCore(nnx.Module):
         spatial_padding: str = "SAME",
         rngs: nnx.Rngs,
     ):
-        _padding(1, spatial_padding)  # fail early on a bad name
+        kernels.padding_pairs(1, spatial_padding)  # fail early on a bad name
         if not channels:
             raise ValueError("the core needs at least one layer")
         dtype = jnp.dtype(compute_dtype)
         ins = (in_channels, *channels[:-1])
-        kernels = (input_kernel, *(hidden_kernel,) * (len(channels) - 1))
+        sizes = (int(input_kernel), *(int(hidden_kernel),) * (len(channels) - 1))
         self.layers = nnx.List(
             [
                 FrameConvLayer(
                     ci, co, k, compute_dtype=dtype, bn_momentum=bn_momentum,
                     padding=spatial_padding, rngs=rngs,
                 )
-                for ci, co, k in zip(ins, channels, kernels)
+                for ci, co, k in zip(ins, channels, sizes)
             ]
         )
+        self.kernel_sizes = sizes
+        self.spatial_padding = spatial_padding
         self.out_channels = int(channels[-1])
+
+    def spatial_layers(self) -> tuple[SpatialLayer, ...]:
+        """The stride-1 spatial convolutions between the input and the feature map."""
+        return tuple((k, self.spatial_padding) for k in self.kernel_sizes)
 
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         def run(images: jax.Array) -> jax.Array:
@@ -200,7 +168,7 @@ class ConvGRU(nnx.Module):
     conv_x(x_t) + conv_h(h); candidate n = tanh(conv_x(x_t) + conv_h(r * h));
     h_t = (1 - z) * h + z * n, from h = 0. The input convolutions of all frames run at once
     before the scan (one large convolution instead of T small ones); only the recurrent ones
-    run inside it. The state stays float32.
+    run inside it, in the form `kernels_impl` names. The state stays float32.
     """
 
     def __init__(
@@ -211,10 +179,9 @@ class ConvGRU(nnx.Module):
         recurrent_kernel: int,
         *,
         compute_dtype: str | jnp.dtype = "float32",
-        recurrent_conv: str = "auto",
+        kernels_impl: str,
         rngs: nnx.Rngs,
     ):
-        resolve_recurrent_conv(recurrent_conv)  # fail early on a bad name
         init = lecun_normal()
         c = int(channels)
         # Input convolution: [update | reset | candidate] in one kernel, with their biases.
@@ -224,21 +191,28 @@ class ConvGRU(nnx.Module):
         self.gate_kernel = nnx.Param(init(rngs.params(), (recurrent_kernel, recurrent_kernel, c, 2 * c)))
         self.candidate_kernel = nnx.Param(init(rngs.params(), (recurrent_kernel, recurrent_kernel, c, c)))
         self.channels = c
+        self.input_size = int(input_kernel)
         self.compute_dtype = jnp.dtype(compute_dtype)
-        self.recurrent_conv = recurrent_conv
+        self.kernels = kernels.check(kernels_impl)
+
+    def spatial_layers(self) -> tuple[SpatialLayer, ...]:
+        """The input convolution (zero padded); the recurrent one maps the state onto itself."""
+        return ((self.input_size, "SAME"),)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        dt, c = self.compute_dtype, self.channels
+        dt, c, impl = self.compute_dtype, self.channels, self.kernels
         wx = self.input_kernel[...].astype(dt)
-        gx = frames_folded(lambda im: conv2d(im.astype(dt), wx), x).astype(jnp.float32) + self.bias[...]
+        gx = frames_folded(lambda im: kernels.conv2d(im.astype(dt), wx), x).astype(jnp.float32) + self.bias[...]
         wg = self.gate_kernel[...].astype(dt)
         wc = self.candidate_kernel[...].astype(dt)
-        conv = conv2d_patches if resolve_recurrent_conv(self.recurrent_conv) == "patches" else conv2d
+
+        def conv(state: jax.Array, kernel: jax.Array) -> jax.Array:
+            return kernels.recurrent_conv(state.astype(dt), kernel, impl).astype(jnp.float32)
 
         def step(h: jax.Array, gx_t: jax.Array) -> tuple[jax.Array, jax.Array]:
-            gates = jax.nn.sigmoid(gx_t[..., : 2 * c] + conv(h.astype(dt), wg).astype(jnp.float32))
+            gates = jax.nn.sigmoid(gx_t[..., : 2 * c] + conv(h, wg))
             z, r = gates[..., :c], gates[..., c:]
-            n = jnp.tanh(gx_t[..., 2 * c :] + conv((r * h).astype(dt), wc).astype(jnp.float32))
+            n = jnp.tanh(gx_t[..., 2 * c :] + conv(r * h, wc))
             h = (1.0 - z) * h + z * n
             return h, h
 
@@ -248,28 +222,26 @@ class ConvGRU(nnx.Module):
         return jnp.moveaxis(hs, 0, 1)
 
 
-class GRUModel(nnx.Module):
+class GRUModel(base.Model):
     """`model(batch, train)` -> positive rates [B, T, Nmax] (every frame, causal)."""
 
     def __init__(self, config: ml_collections.ConfigDict, card: DatasetCard, *, rngs: nnx.Rngs):
         if card.kind != "video":
             raise ValueError(f"the GRU model needs video data, the card says {card.kind!r}")
         cc, gc, inputs = config.core, config.gru, config.inputs
-        in_channels = 1 + card.behavior_dim * bool(inputs.behavior) + 2 * bool(inputs.pupil_center)
         self.use_behavior = bool(inputs.behavior)
         self.use_pupil = bool(inputs.pupil_center)
-        self.input_pool = int(cc.get("input_pool", 1))
-        # Constant behaviour maps meet k^2 redundant taps of the first kernel (see FactorizedModel).
-        scale = inputs.get("map_scale", "auto")
-        self.map_scale = 1.0 / cc.input_kernel**2 if scale == "auto" else float(scale)
+        self.input_pool = int(cc.input_pool)
+        self.map_scale = map_scale(inputs.map_scale, cc.input_kernel)
+        self.frame_shape = tuple(int(s) for s in card.frame_shape)
         self.core = FrameCore(
-            in_channels,
+            input_channels(card, inputs),
             tuple(cc.channels),
             int(cc.input_kernel),
             int(cc.hidden_kernel),
             compute_dtype=config.compute_dtype,
             bn_momentum=cc.bn_momentum,
-            spatial_padding=cc.get("spatial_padding", "SAME"),
+            spatial_padding=cc.spatial_padding,
             rngs=rngs,
         )
         self.gru = ConvGRU(
@@ -278,20 +250,24 @@ class GRUModel(nnx.Module):
             int(gc.input_kernel),
             int(gc.recurrent_kernel),
             compute_dtype=config.compute_dtype,
-            recurrent_conv=gc.get("recurrent_conv", "auto"),
+            kernels_impl=config.kernels,
             rngs=rngs,
         )
         # assigned once: NNX makes an attribute first set to None static
         self.readout, self.shifter = readout_and_shifter(config, card, int(gc.channels), rngs)
 
-    def frames_lost(self, frames: int | None = None) -> int:
+    def frames_lost(self) -> int:
         """No frame is lost: the GRU starts from a zero state and predicts every frame."""
         return 0
 
-    def frames_out(self, frames: int) -> int:
-        return frames
+    def readout_positions(self) -> base.ReadoutPositions:
+        """Mean readout positions in screen pixels, through the input pooling, the frame core's
+        convolutions and the GRU's input convolution."""
+        layers = (*self.core.spatial_layers(), *self.gru.spatial_layers())
+        pixels = grid_to_pixels(self.readout.positions(), self.frame_shape, self.input_pool, layers)
+        return base.ReadoutPositions(pixels)
 
-    def __call__(self, batch: Mapping[str, jax.Array], train: bool = False) -> jax.Array:
+    def __call__(self, batch: base.Batch, train: bool = False) -> jax.Array:
         x = pool_frames(core_input(batch, self.use_behavior, self.use_pupil, self.map_scale), self.input_pool)
         features = self.gru(self.core(x, train=train))
         mouse = jnp.asarray(batch["mouse"], jnp.int32)
@@ -301,6 +277,4 @@ class GRUModel(nnx.Module):
         return jax.nn.elu(self.readout(features, mouse, shift, train=train)) + 1.0
 
 
-@register_model("gru", default_config=gru_config)
-def build_gru(config: ml_collections.ConfigDict, card: DatasetCard, rngs: nnx.Rngs) -> GRUModel:
-    return GRUModel(config, card, rngs=rngs)
+Model = GRUModel

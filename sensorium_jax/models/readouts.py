@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 from flax import nnx
 
 from sensorium_jax.data.card import DatasetCard
-from sensorium_jax.models.cores import uniform
-from sensorium_jax.models.shifter import StackedMLP
+from sensorium_jax.models.initializers import uniform
+from sensorium_jax.models.shifter import MLPShifter, StackedMLP
 
 
 class ReadoutConstant(nnx.Variable):
@@ -184,3 +185,28 @@ class GaussianReadout(nnx.Module):
         weights = self.features[...][mouse]  # [B, N, C]
         out = sample_and_weigh(features.astype(jnp.float32), grid, weights, self.neuron_chunk)
         return out + self.bias[...][mouse][:, None, :]
+
+
+def readout_and_shifter(
+    config: ml_collections.ConfigDict, card: DatasetCard, in_channels: int, rngs: nnx.Rngs
+) -> tuple[GaussianReadout, MLPShifter | None]:
+    """The Gaussian readout and (if enabled) the shifter that `config.readout` and
+    `config.shifter` describe; shared by every model with a Gaussian readout."""
+    ro = config.readout
+    readout = GaussianReadout(
+        card,
+        in_channels,
+        position_inputs=ro.position_inputs,
+        position_hidden=ro.position_hidden,
+        init_sigma=ro.init_sigma,
+        full_sigma=ro.full_sigma,
+        neuron_chunk=ro.neuron_chunk,
+        centered_positions=bool(ro.centered_positions),
+        rngs=rngs,
+    )
+    shifter = None
+    if config.shifter.enabled:
+        shifter = MLPShifter(
+            len(card.mice), tuple(config.shifter.hidden), zero_init=bool(config.shifter.zero_init), rngs=rngs,
+        )
+    return readout, shifter

@@ -1,80 +1,96 @@
-"""Models by name: `build_model(config, card, rngs)` picks the builder `config.name` names.
+"""Models by name, found by import as big_vision does: no registration step.
 
-New models plug in with `@register_model("name", default_config=fn)` on a function
-`(model_config, card, rngs) -> nnx.Module`; the trainer never changes. `default_model_config`
-gives a fresh copy of a model's default configuration (configs start from it).
+`config.name = "factorized"` names the module `sensorium_jax.models.factorized`; a dotted name
+(`"my_pkg.my_model"`) names that module; a plain name that is not a built-in module is imported
+as it stands (`"toy_model"`, from anywhere on the import path). A model module defines
+
+    default_config() -> ml_collections.ConfigDict
+    Model  # a `base.Model` subclass (or an alias of one), built as Model(config, card, rngs=rngs)
+
+`build_model` resolves the config's `kernels` option once (see `kernels.resolve`) and hands the
+model a copy with the resolved value; `default_model_config` gives a fresh copy of a model's
+defaults (configs start from it).
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import math
-from collections.abc import Callable
+import pkgutil
+from types import ModuleType
 
 import jax
 import ml_collections
 from flax import nnx
 
 from sensorium_jax.data.card import DatasetCard
+from sensorium_jax.models import base, kernels
 
-Builder = Callable[[ml_collections.ConfigDict, DatasetCard, nnx.Rngs], nnx.Module]
-
-_BUILDERS: dict[str, Builder] = {}
-_DEFAULTS: dict[str, Callable[[], ml_collections.ConfigDict]] = {}
-# Modules that register the built-in models when imported.
-_BUILTIN_MODULES = (
-    "sensorium_jax.models.factorized",
-    "sensorium_jax.models.ensemble",
-    "sensorium_jax.models.gru",
-    "sensorium_jax.models.dwiseneuro",
-)
+PACKAGE = "sensorium_jax.models"
 
 
-def register_model(
-    name: str, default_config: Callable[[], ml_collections.ConfigDict] | None = None
-) -> Callable[[Builder], Builder]:
-    """Decorator registering a model builder (and optionally its default config) under `name`."""
+def module_name(name: str) -> str:
+    """The module that defines model `name`."""
+    if "." in name:
+        return name
+    builtin = f"{PACKAGE}.{name}"
+    return builtin if importlib.util.find_spec(builtin) is not None else name
 
-    def decorate(builder: Builder) -> Builder:
-        if name in _BUILDERS and _BUILDERS[name] is not builder:
-            raise ValueError(f"model {name!r} is already registered")
-        _BUILDERS[name] = builder
-        if default_config is not None:
-            _DEFAULTS[name] = default_config
-        return builder
 
-    return decorate
+def model_module(name: str) -> ModuleType:
+    """The imported module of model `name`; KeyError (listing the built-in models) when there
+    is none, TypeError when it does not define `default_config` and `Model`."""
+    target = module_name(name)
+    try:
+        module = importlib.import_module(target)
+    except ModuleNotFoundError as error:
+        if error.name is None or not target.startswith(error.name):
+            raise  # the model's module exists but imports something missing
+        raise KeyError(f"unknown model {name!r} (no module {target!r}); "
+                       f"built-in: {', '.join(registered_models())}") from None
+    if not defines_model(module):
+        raise TypeError(f"module {target!r} is not a model: it needs `default_config()` and a `Model` class")
+    return module
+
+
+def defines_model(module: ModuleType) -> bool:
+    """Whether `module` is a model module: a `default_config` function and a `Model` class."""
+    return callable(getattr(module, "default_config", None)) and isinstance(getattr(module, "Model", None), type)
+
+
+def registered_models() -> tuple[str, ...]:
+    """The built-in model names: the modules of this package that define a model."""
+    package = importlib.import_module(PACKAGE)
+    names = []
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{PACKAGE}.{info.name}")
+        if defines_model(module):
+            names.append(info.name)
+    return tuple(sorted(names))
 
 
 def default_model_config(name: str) -> ml_collections.ConfigDict:
     """A fresh copy of the default configuration of model `name` (its `name` field set)."""
-    _load_builtins()
-    if name not in _DEFAULTS:
-        raise KeyError(f"no default config for model {name!r}; known: {', '.join(sorted(_DEFAULTS))}")
-    config = _DEFAULTS[name]()
+    config = model_module(name).default_config()
     config.name = name
     return config
 
 
-def registered_models() -> tuple[str, ...]:
-    _load_builtins()
-    return tuple(sorted(_BUILDERS))
-
-
-def build_model(
-    model_config: ml_collections.ConfigDict, card: DatasetCard, rngs: nnx.Rngs
-) -> nnx.Module:
-    """The model `model_config.name` for the mice of `card`."""
-    _load_builtins()
+def build_model(model_config: ml_collections.ConfigDict, card: DatasetCard, rngs: nnx.Rngs) -> base.Model:
+    """The model `model_config.name` for the mice of `card`, its `kernels` option resolved."""
     name = model_config.name
-    if name not in _BUILDERS:
-        raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(_BUILDERS))}")
-    return _BUILDERS[name](model_config, card, rngs)
-
-
-def _load_builtins() -> None:
-    for module in _BUILTIN_MODULES:
-        importlib.import_module(module)
+    module = model_module(name)
+    if "kernels" in model_config:
+        resolved = model_config.copy_and_resolve_references()
+        with resolved.unlocked():
+            resolved.kernels = kernels.resolve(model_config.kernels)
+        model_config = resolved
+    model = module.Model(model_config, card, rngs=rngs)
+    if not isinstance(model, base.Model):
+        raise TypeError(f"model {name!r} built a {type(model).__name__}, not a sensorium_jax.models.base.Model: "
+                        "subclass it and implement its contract")
+    return model
 
 
 def count_parameters(model: nnx.Module) -> int:

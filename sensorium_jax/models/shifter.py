@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from sensorium_jax.models.cores import lecun_normal
+from sensorium_jax.models.initializers import lecun_normal
 
 
 class StackedMLP(nnx.Module):

@@ -6,7 +6,6 @@ schedule state, the config and the dataset card travel together.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +25,16 @@ def _manager(directory: Path, *, best: bool) -> ocp.CheckpointManager:
         best_fn=(lambda metrics: metrics["validation_correlation"]) if best else None,
         best_mode="max",
         create=True,
+        # Both managers save at the same step; without their own barrier keys the processes of a
+        # multi-process run can meet at the other manager's barrier and wait forever.
+        multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=directory.name),
     )
     handlers = {
         "state": ocp.StandardCheckpointHandler(),
         "meta": ocp.JsonCheckpointHandler(),
         "data": grain.checkpoint.CheckpointHandler(),
     }
+    # orbax wants absolute paths; the workdir the user typed may be relative to the current folder
     return ocp.CheckpointManager(directory.absolute(), options=options, item_handlers=handlers)
 
 
@@ -76,16 +79,6 @@ class Checkpoints:
     def close(self) -> None:
         self.latest.close()
         self.best.close()
-
-
-def read_meta(checkpoint_dir: str | Path) -> dict:
-    """The JSON item of a finished checkpoint, without touching arrays (for `load`)."""
-    path = Path(checkpoint_dir) / "meta"
-    candidates = sorted(path.glob("*")) if path.is_dir() else []
-    for candidate in candidates:
-        if candidate.is_file():
-            return json.loads(candidate.read_text())
-    raise FileNotFoundError(f"{checkpoint_dir}: no meta item")
 
 
 def _jsonable(value: Any) -> Any:

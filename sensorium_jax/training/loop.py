@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from sensorium_jax.data.datasets import open_training_store, oracle_ceiling
 from sensorium_jax.data.pipeline import make_train_dataset
 from sensorium_jax.data.store import Store
+from sensorium_jax.errors import NonFiniteLossError
 from sensorium_jax.models import build_model, get_loss
 from sensorium_jax.training import checkpointing
 from sensorium_jax.training.logging_utils import MetricsWriter
@@ -34,11 +35,7 @@ from sensorium_jax.training.augment import cutmix
 from sensorium_jax.training.device_prefetch import DevicePrefetcher
 from sensorium_jax.training.state import TrainState, create_train_state, uses_ema
 from sensorium_jax.training.steps import Augment, make_predict_step, make_train_step
-from sensorium_jax.training.validation import single_trial_score
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN/inf; the last good checkpoint is left untouched."""
+from sensorium_jax.training.validation import ShardedPredictor, validation_score
 
 
 @dataclasses.dataclass
@@ -101,7 +98,7 @@ def device_batches(dataset: grain.IterDataset, mesh: jax.sharding.Mesh, config: 
 def build_training(config: ml_collections.ConfigDict, store: Store, mesh: jax.sharding.Mesh) -> TrainingSetup:
     """Model, optimizer, replicated state, compiled-on-first-use step and dataset of `config`."""
     model = build_model(config.model, store.card(), nnx.Rngs(config.seed))
-    frames_lost, clip_length = int(model.frames_lost(None)), getattr(model, "clip_length", None)
+    frames_lost, clip_length = int(model.frames_lost()), model.clip_length
     tx = make_optimizer(config.optimizer, learning_rate_schedule(config.schedule, int(config.train.steps)))
     graphdef, state = create_train_state(model, tx, ema=uses_ema(config))
     state = replicate(state, mesh)
@@ -174,16 +171,21 @@ def train_and_evaluate(
     eval_every = int(config.train.eval_every)
 
     def evaluate(current) -> tuple[float, dict[str, float]]:
-        score, per_mouse = single_trial_score(
+        predictor = ShardedPredictor(
             lambda batch: predict_step(current.inference_params, current.rest, batch),
+            mesh,
+            config.data.eval_batch_size,
+            frames_lost=setup.frames_lost,
+            clip_length=setup.clip_length,
+        )
+        score, per_mouse = validation_score(
+            predictor,
             store,
             mice,
             config.data.validation_tier,
+            config.train.get("validation_metric", "single_trial"),
             config.data.eval_batch_size,
             config.train.burn_in,
-            mesh,
-            frames_lost=setup.frames_lost,
-            clip_length=setup.clip_length,
         )
         return agreed_score(score), per_mouse
 

@@ -46,11 +46,6 @@ def uses_ema(config) -> bool:
     return float(config.train.get("ema_decay", 0.0) or 0.0) > 0.0
 
 
-def merge_model(graphdef: nnx.GraphDef, state: TrainState) -> nnx.Module:
-    """An eager model holding the state's inference values (for inference and inspection)."""
-    return nnx.merge(graphdef, state.inference_params, state.rest)
-
-
 def abstract_like(tree: Any) -> Any:
     """Shape/dtype/sharding skeleton, the restore target orbax needs."""
     return jax.tree.map(

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from sensorium_jax.models import align_targets
+from sensorium_jax.models import Model, align_targets
 from sensorium_jax.training.mesh import replicated
 from sensorium_jax.training.state import TrainState
 
@@ -17,21 +17,19 @@ LossFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
 Augment = Callable[[dict, jax.Array], dict]
 
 
-def model_loss(model: nnx.Module, batch: dict, loss_fn: LossFn) -> tuple[jax.Array, jax.Array]:
+def model_loss(model: Model, batch: dict, loss_fn: LossFn) -> tuple[jax.Array, jax.Array]:
     """(loss to differentiate, loss to report) of a model in training mode.
 
-    Ensembles (models with `member_predictions`) sum their members' losses, so each member
-    gets exactly its own gradient; the reported loss is the members' mean.
+    The members' losses are summed (an ensemble's members each get exactly their own gradient);
+    the reported loss is their mean. A single model is one member.
     """
-    if hasattr(model, "member_predictions"):
-        predictions = model.member_predictions(batch, train=True)  # [E, B, T, N]
-        targets, neuron_mask, frame_mask = align_targets(batch, predictions.shape[2])
-        losses = jax.vmap(lambda p: loss_fn(p, targets, neuron_mask, frame_mask))(predictions)
-        return jnp.sum(losses), jnp.mean(losses)
-    predictions = model(batch, train=True)
-    targets, neuron_mask, frame_mask = align_targets(batch, predictions.shape[1])
-    loss = loss_fn(predictions, targets, neuron_mask, frame_mask)
-    return loss, loss
+    predictions = model.member_predictions(batch, train=True)  # [E, B, T, N]
+    targets, neuron_mask, frame_mask = align_targets(batch, predictions.shape[2])
+    if predictions.shape[0] == 1:
+        loss = loss_fn(predictions[0], targets, neuron_mask, frame_mask)
+        return loss, loss
+    losses = jax.vmap(lambda p: loss_fn(p, targets, neuron_mask, frame_mask))(predictions)
+    return jnp.sum(losses), jnp.mean(losses)
 
 
 def ema_decay_at(step: jax.Array, decay: float) -> jax.Array:
@@ -81,8 +79,7 @@ def make_train_step(
         new_state = state.replace(
             step=state.step + 1, params=params, rest=rest, opt_state=opt_state, ema_params=ema_params
         )
-        metrics = {"loss": loss, "grad_norm": optax.tree.norm(grads)}
-        return new_state, metrics
+        return new_state, {"loss": loss}
 
     rep = replicated(mesh)
     return jax.jit(train_step, out_shardings=(rep, rep), donate_argnums=0)

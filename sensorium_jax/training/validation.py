@@ -1,4 +1,9 @@
-"""Whole-trial predictions of a tier and the validation score built on them."""
+"""The trainer's validation: its sharded predict step as a predictor, scored by the tier loop.
+
+Validation and evaluate.py share the evaluators and `evaluation.scoring.score_tier`; only the
+predictor differs. Every process runs the same loop over all trials (each process forwards its
+share of every batch, the predictions come back replicated), so all get the same numbers.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +12,13 @@ from collections.abc import Callable, Iterator
 import jax
 import numpy as np
 
-from sensorium_jax import metrics
 from sensorium_jax.data.pipeline import make_eval_batches
+from sensorium_jax.evaluation.evaluators import get_evaluator
+from sensorium_jax.evaluation.scoring import score_tier, scored_frame_mask
 from sensorium_jax.models.windows import predict_frames
 from sensorium_jax.training.mesh import global_batch, local_slice, padded_size
+
+__all__ = ["ShardedPredictor", "predict_tier", "scored_frame_mask", "validation_score"]
 
 
 def _pad_examples(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarray]:
@@ -20,6 +28,42 @@ def _pad_examples(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarr
         return batch
     index = np.concatenate([np.arange(count), np.full(size - count, count - 1)])
     return {key: value[index] for key, value in batch.items()}
+
+
+class ShardedPredictor:
+    """`predict_normalized(batch)` over a replicated predict step on the data mesh.
+
+    Whole trials are predicted (in windows for models with a fixed `clip_length`); frames the
+    model cannot predict (lost to its temporal receptive field) are NaN, so scoring masks them
+    like padding. Batches are padded to the compiled size `padded_size(batch_size)`.
+    """
+
+    def __init__(
+        self,
+        predict: Callable[[dict], jax.Array],
+        mesh: jax.sharding.Mesh,
+        batch_size: int,
+        *,
+        frames_lost: int = 0,
+        clip_length: int | None = None,
+    ):
+        self.predict = predict
+        self.mesh = mesh
+        self.compiled_size = padded_size(batch_size)
+        self.frames_lost = frames_lost
+        self.clip_length = clip_length
+
+    def _forward(self, clip: dict[str, np.ndarray]) -> np.ndarray:
+        local = {key: value[local_slice(self.compiled_size)] for key, value in clip.items()}
+        return np.asarray(self.predict(global_batch(local, self.mesh)))
+
+    def predict_normalized(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """[B, T, Nmax] for a batch of at most `batch_size` whole trials; NaN where not predicted."""
+        count = batch["mouse"].shape[0]
+        padded = _pad_examples(batch, self.compiled_size)
+        full = predict_frames(self._forward, padded, frames_lost=self.frames_lost, clip_length=self.clip_length,
+                              pad_start=False)
+        return full[:count]
 
 
 def predict_tier(
@@ -33,59 +77,26 @@ def predict_tier(
     frames_lost: int = 0,
     clip_length: int | None = None,
 ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
-    """Yields (batch, predictions [B, T, N]) for every trial of a tier of one mouse.
-
-    Predictions cover the whole (padded) trial, in windows for models with a fixed
-    `clip_length`; frames a model cannot predict (those lost to its temporal receptive field)
-    are NaN, so callers mask them like padding.
-    """
+    """Yields (batch, predictions [B, T, N]) for every trial of a tier of one mouse (NaN where
+    the model predicts nothing): the trainer's own predictions, for tests and tools."""
     n_neurons = store.meta(mouse).n_neurons
-    compiled_size = padded_size(batch_size)
-
-    def forward(clip: dict[str, np.ndarray]) -> np.ndarray:
-        local = {key: value[local_slice(compiled_size)] for key, value in clip.items()}
-        return np.asarray(predict(global_batch(local, mesh)))
-
+    predictor = ShardedPredictor(predict, mesh, batch_size, frames_lost=frames_lost, clip_length=clip_length)
     for batch in make_eval_batches(store, mouse, tier, batch_size):
-        count = batch["mouse"].shape[0]
-        padded = _pad_examples(batch, compiled_size)
-        full = predict_frames(forward, padded, frames_lost=frames_lost, clip_length=clip_length, pad_start=False)
-        yield batch, full[:count, :, :n_neurons]
+        yield batch, predictor.predict_normalized(batch)[..., :n_neurons]
 
 
-def scored_frame_mask(batch: dict[str, np.ndarray], predictions: np.ndarray, burn_in: int) -> np.ndarray:
-    """Frames that count: valid, after the burn-in, and predicted by the model."""
-    frames = batch["frame_mask"].shape[1]
-    after_burn_in = np.arange(frames)[None, :] >= burn_in
-    predicted = ~np.isnan(predictions[..., 0])
-    return batch["frame_mask"].astype(bool) & after_burn_in & predicted
-
-
-def single_trial_score(
-    predict: Callable[[dict], jax.Array],
+def validation_score(
+    predictor: ShardedPredictor,
     store,
     mice: tuple[str, ...],
     tier: str,
+    metric: str,
     batch_size: int,
-    burn_in: int,
-    mesh: jax.sharding.Mesh,
-    *,
-    frames_lost: int = 0,
-    clip_length: int | None = None,
+    burn_in: int | None,
 ) -> tuple[float, dict[str, float]]:
-    """Single-trial correlation per mouse and pooled over all neurons of all mice."""
-    per_mouse: dict[str, np.ndarray] = {}
-    for mouse in mice:
-        n_neurons = store.meta(mouse).n_neurons
-        stats = metrics.init_correlation_stats(n_neurons)
-        for batch, predictions in predict_tier(
-            predict, store, mouse, tier, batch_size, mesh, frames_lost=frames_lost, clip_length=clip_length
-        ):
-            mask = scored_frame_mask(batch, predictions, burn_in)
-            responses = batch["responses"][..., :n_neurons]
-            stats = metrics.update_correlation_stats(
-                stats, np.nan_to_num(responses), np.nan_to_num(predictions), mask
-            )
-        per_mouse[mouse] = np.asarray(metrics.correlation_from_stats(stats))
-    pooled = float(np.concatenate(list(per_mouse.values())).mean())
-    return pooled, {mouse: float(values.mean()) for mouse, values in per_mouse.items()}
+    """The evaluator `metric`'s primary score pooled over all neurons of all mice, and per mouse."""
+    evaluator = get_evaluator(metric)
+    per_mouse = [score_tier(predictor, store, mouse, tier, {metric: evaluator}, burn_in=burn_in,
+                            batch_size=batch_size).results[metric] for mouse in mice]
+    pooled = evaluator.pool(per_mouse)[evaluator.primary]
+    return float(pooled), {mouse: float(r.pooled[evaluator.primary]) for mouse, r in zip(mice, per_mouse)}

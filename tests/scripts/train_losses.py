@@ -1,19 +1,21 @@
 """Trains the smoke config for a few steps on however many devices XLA_FLAGS gives and
-prints the per-step losses as JSON (used to compare 1 and 8 devices)."""
+prints the per-step losses as JSON (used to compare 1 and 8 devices).
+
+    python tests/scripts/train_losses.py STORE WORKDIR CONFIGS_FOLDER
+"""
 
 import json
 import sys
+from pathlib import Path
 
 import jax
 
-sys.path.insert(0, sys.argv[3])
-import smoke  # noqa: E402
+from sensorium_jax.config import load_config
+from sensorium_jax.training.logging_utils import read_metrics
+from sensorium_jax.training.loop import train_and_evaluate
 
-from sensorium_jax.training.logging_utils import read_metrics  # noqa: E402
-from sensorium_jax.training.loop import train_and_evaluate  # noqa: E402
-
-store, workdir = sys.argv[1], sys.argv[2]
-config = smoke.get_config()
+store, workdir, configs = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+config = load_config(configs / "smoke.py")
 config.data.store = store
 config.train.steps = 20
 config.train.eval_every = 20

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from sensorium_jax.data.synthetic_stimuli import FRAME_SHAPE, GRAY, smooth_series
+from sensorium_jax.data.synthetic.stimuli import FRAME_SHAPE, GRAY, smooth_series
 
 SIMPLE, COMPLEX = 0, 1
 CELL_TYPES = ("simple", "complex")

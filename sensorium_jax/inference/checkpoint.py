@@ -1,0 +1,98 @@
+"""Reading a trained model back from a checkpoint: only what prediction needs.
+
+A training checkpoint holds the whole train state (parameters, their EMA, Adam's two moments,
+batch statistics). Prediction needs the inference parameters (the EMA when the run kept one)
+and the non-parameter state; the optimizer moments are twice the parameters' size (more than
+1 GB for the 14-member ensemble or DwiseNeuro), so they are never built nor read: the model is
+built abstractly and orbax restores just that part of the `state` item.
+
+orbax wants absolute paths; users type relative ones. Paths are resolved here, at the edge.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+from flax import nnx
+
+from sensorium_jax.data.card import DatasetCard
+from sensorium_jax.errors import InputDataError
+from sensorium_jax.models import build_model
+from sensorium_jax.training.state import uses_ema
+
+Variables = dict[str, nnx.State]  # {"params": ..., "rest": ...}: what `Predictor.apply` takes
+
+
+@dataclasses.dataclass(frozen=True)
+class Restored:
+    """A checkpoint's model, read for prediction only."""
+
+    config: ml_collections.ConfigDict
+    card: DatasetCard
+    graphdef: nnx.GraphDef
+    variables: Variables
+    checkpoint: Path  # as the user named it (relative paths stay relative)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A workdir (its best, else latest, checkpoint), a manager folder, or one step folder,
+    named as the user typed it (relative to the current folder, or absolute)."""
+    path = Path(path).expanduser()
+    if (path / "state").is_dir() and (path / "meta").is_dir():
+        return path
+    for candidate in (path / "checkpoints" / "best", path / "checkpoints" / "latest", path):
+        steps = sorted((p for p in candidate.glob("*") if p.name.isdigit() and (p / "state").is_dir()),
+                       key=lambda p: int(p.name)) if candidate.is_dir() else []
+        if steps:
+            return steps[-1]
+    raise InputDataError(path, "checkpoint", "a workdir with checkpoints/best or a checkpoint step folder",
+                         "no finished checkpoint")
+
+
+def read_checkpoint_meta(checkpoint: Path) -> dict:
+    """The JSON item (config, dataset card, schedule state) of one checkpoint step."""
+    meta = ocp.Checkpointer(ocp.JsonCheckpointHandler()).restore(Path(checkpoint).absolute() / "meta")
+    for key in ("config", "dataset_card"):
+        if key not in meta:
+            raise InputDataError(checkpoint / "meta", key, "the training config and dataset card", "missing")
+    return meta
+
+
+def inference_target(params: nnx.State, rest: nnx.State, *, ema: bool) -> dict[str, Any]:
+    """The part of a saved `TrainState` that prediction reads, as shapes on the default device.
+
+    Keys are the `TrainState` field names, so orbax matches them in the checkpoint's tree.
+    """
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    shapes = lambda tree: jax.tree.map(  # noqa: E731
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), tree)
+    return {"ema_params" if ema else "params": shapes(params), "rest": shapes(rest)}
+
+
+def restore_inference_state(state_dir: Path, target: dict[str, Any]) -> dict[str, Any]:
+    """Reads only the arrays of `target` from a saved train state (orbax partial restore)."""
+    args = ocp.args.PyTreeRestore(
+        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target), partial_restore=True,
+    )
+    with ocp.PyTreeCheckpointer() as checkpointer:
+        return checkpointer.restore(Path(state_dir).absolute(), args=args)
+
+
+def restore_for_inference(path: str | Path) -> Restored:
+    """Config, card, graph and inference variables of a workdir or checkpoint folder."""
+    checkpoint = resolve_checkpoint(path)
+    meta = read_checkpoint_meta(checkpoint)
+    config = ml_collections.ConfigDict(meta["config"])
+    card = DatasetCard.from_json(json.dumps(meta["dataset_card"]))
+    abstract = nnx.eval_shape(lambda: build_model(config.model, card, nnx.Rngs(config.get("seed", 0))))
+    graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
+    ema = uses_ema(config)
+    restored = restore_inference_state(checkpoint / "state", inference_target(params, rest, ema=ema))
+    variables = {"params": restored["ema_params" if ema else "params"], "rest": restored["rest"]}
+    return Restored(config, card, graphdef, variables, checkpoint)

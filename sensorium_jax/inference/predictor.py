@@ -1,0 +1,112 @@
+"""A trained model bound to its dataset card: NumPy prediction of whole trials, and the pure
+function underneath for in-silico work (gradients, optimisation of stimuli).
+
+    predictor.predict(video, behavior, pupil_center, mouse)        # NumPy, whole trials
+    inputs = predictor.normalize_inputs(video, behavior, pupil_center, mouse)
+    predictor.apply(predictor.variables, inputs)                     # pure, jit-able, differentiable
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from flax import nnx
+
+from sensorium_jax.data.card import DatasetCard
+from sensorium_jax.inference.checkpoint import Variables
+from sensorium_jax.inference.inputs import Inputs, pipeline_inputs
+from sensorium_jax.models.base import ReadoutPositions
+from sensorium_jax.models.windows import predict_frames
+
+INPUT_KEYS = ("video", "behavior", "pupil_center", "mouse")
+
+
+class Predictor:
+    """A trained model and its dataset card; compiles once per input shape."""
+
+    def __init__(self, config: ml_collections.ConfigDict, card: DatasetCard, params: nnx.State, rest: nnx.State,
+                 graphdef: nnx.GraphDef, source: str = ""):
+        self.config = config
+        self.card = card
+        self.source = source
+        self._graphdef = graphdef
+        self._variables: Variables = {"params": params, "rest": rest}
+        model = self._model(self._variables)
+        self.frames_lost: int = int(model.frames_lost())  # clip frames without a prediction
+        self.clip_length: int | None = model.clip_length  # a core's one input length, if it has one
+        self._forward = jax.jit(self.apply)
+
+    # -- what the model knows
+    @property
+    def mice(self) -> tuple[str, ...]:
+        return self.card.names
+
+    def neuron_ids(self, mouse: str | int) -> np.ndarray:
+        return self.card.mice[self.card.index(mouse)].unit_ids
+
+    def readout_positions(self) -> ReadoutPositions:
+        """Each neuron's readout position [M, Nmax, 2] in screen pixels (NumPy), or why none."""
+        positions = self._model(self._variables).readout_positions()
+        if positions.pixels is None:
+            return positions
+        return ReadoutPositions(np.asarray(positions.pixels), positions.reason)
+
+    # -- the pure function
+    @property
+    def variables(self) -> Variables:
+        """The arrays `apply` takes: {"params": parameters (the EMA when training kept one),
+        "rest": batch statistics and other non-parameter state}."""
+        return self._variables
+
+    def apply(self, variables: Variables, inputs: Inputs) -> jax.Array:
+        """Pure: normalized pipeline-layout inputs (see `normalize_inputs`) -> rates [B, T_out,
+        Nmax] of the clip's last `T_out = T - frames_lost` frames (eval mode). Models with a
+        `clip_length` take clips of exactly that many frames. Jit, grad and vmap freely."""
+        model = self._model(variables, copy=True)
+        return model({key: inputs[key] for key in INPUT_KEYS}, train=False).astype(jnp.float32)
+
+    def normalize_inputs(self, video: Any, behavior: Any, pupil_center: Any, mouse: str | int) -> Inputs:
+        """Raw recordings (NumPy or JAX, one trial or a batch) -> `apply`'s inputs."""
+        return pipeline_inputs(self.card, video, behavior, pupil_center, mouse)
+
+    # -- whole trials in NumPy
+    def predict_normalized(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        """Pipeline-layout batch (normalized, video [B, T, H, W, 1]) -> [B, T, Nmax] for every frame.
+
+        The first frames are predicted by repeating the first input frame before the clip (a
+        steady screen), so the output covers the whole trial; cores with a fixed clip length
+        slide over the trial in windows.
+        """
+        inputs = {key: batch[key] for key in ("video", "behavior", "pupil_center")}
+        inputs["mouse"] = np.asarray(batch["mouse"], np.int32)
+        return predict_frames(
+            lambda clip: self._forward(self._variables, clip), inputs,
+            frames_lost=self.frames_lost, clip_length=self.clip_length, pad_start=True,
+        )
+
+    def predict(
+        self,
+        video: np.ndarray,
+        behavior: np.ndarray,
+        pupil_center: np.ndarray,
+        mouse: str | int,
+        *,
+        raw_units: bool = False,
+        normalized_inputs: bool = False,
+    ) -> np.ndarray:
+        """One trial (video [T, H, W]) -> [T, N]; a batch ([B, T, H, W]) -> [B, T, N]."""
+        single = np.ndim(video) == 3
+        video, behavior, pupil_center = (np.asarray(a, np.float32) for a in (video, behavior, pupil_center))
+        m = self.card.mice[self.card.index(mouse)]
+        batch = pipeline_inputs(self.card, video, behavior, pupil_center, mouse, normalize=not normalized_inputs)
+        out = self.predict_normalized(batch)[..., : m.n_neurons]
+        if raw_units:
+            out = out * m.response_scale
+        return out[0] if single else out
+
+    def _model(self, variables: Variables, *, copy: bool = False) -> nnx.Module:
+        return nnx.merge(self._graphdef, variables["params"], variables["rest"], copy=copy)

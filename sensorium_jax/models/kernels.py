@@ -1,0 +1,236 @@
+"""Backend-specific formulations of the zoo's operations, behind one option: `model.kernels`.
+
+Every function here computes the same sums in one of several forms; the models hold only the
+maths and call these with the form their config names. The choice is made once, by
+`resolve` in `build_model`, from the option's value:
+
+- "native": XLA's own operations as the model is written: 3D convolutions, native convolutions
+  in the GRU's recurrence, native grouped depthwise convolutions, ensemble members vmapped into
+  one batched program. The form for accelerators.
+- "folded": reformulations XLA runs well on CPU: the factorized core's 3D convolutions as 2D
+  convolutions (frames folded into the batch, or time over (T, H*W)), the GRU's recurrent
+  convolutions as one matrix product of shifted patches, depthwise convolutions as shifted
+  multiply-adds, ensemble members one after another in the program.
+- "matmul": "folded", and the factorized core's temporal convolutions as matrix products of
+  time-shifted frames (faster for wide layers on CPU, slower for narrow ones).
+- "auto": "folded" on CPU, "native" elsewhere: the fastest measured for the backend.
+
+docs/PERFORMANCE.md has the measurements behind each choice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+Kernels = Literal["auto", "native", "folded", "matmul"]
+RESOLVED: tuple[str, ...] = ("native", "folded", "matmul")
+
+_DN3 = ("NDHWC", "DHWIO", "NDHWC")
+_DN2 = ("NHWC", "HWIO", "NHWC")
+
+
+# --------------------------------------------------------------------------- the option
+
+
+def resolve(value: str, backend: str | None = None) -> str:
+    """The form `value` names on `backend` (default: JAX's): 'auto' becomes 'folded' on CPU
+    and 'native' elsewhere; other values are checked and kept."""
+    if value == "auto":
+        backend = backend or jax.default_backend()
+        return "folded" if backend == "cpu" else "native"
+    return check(value)
+
+
+def check(impl: str) -> str:
+    """`impl` if it is a resolved form; a clear error otherwise (models get resolved values)."""
+    if impl not in RESOLVED:
+        hint = " ('auto' is resolved by build_model)" if impl == "auto" else ""
+        raise ValueError(f"model.kernels must be 'auto', 'native', 'folded' or 'matmul'; "
+                         f"this function needs a resolved form, one of {RESOLVED}, got {impl!r}{hint}")
+    return impl
+
+
+def padding_pairs(kernel: int, padding: str) -> tuple[int, int]:
+    """(before, after) zero padding of one spatial axis for a `kernel`-wide convolution:
+    none ("VALID") or the kernel's half ("SAME", the extra pixel of an even kernel after)."""
+    if padding == "VALID":
+        return (0, 0)
+    if padding != "SAME":
+        raise ValueError(f"spatial padding must be 'VALID' or 'SAME', got {padding!r}")
+    return ((kernel - 1) // 2, kernel // 2)
+
+
+# --------------------------------------------------------------------------- factorized 3D core
+
+
+def _spatial_padding(kernel: jax.Array, padding: str) -> list[tuple[int, int]]:
+    """(H, W) padding of a (kt, kh, kw) kernel."""
+    kh, kw = kernel.shape[1:3]
+    return [padding_pairs(kh, padding), padding_pairs(kw, padding)]
+
+
+def conv3d(x: jax.Array, kernel: jax.Array, padding: str = "VALID") -> jax.Array:
+    """3D convolution, x [B, T, H, W, Ci], kernel [kt, kh, kw, Ci, Co]: never padded in time,
+    padded in space as `padding` says."""
+    pad = [(0, 0), *_spatial_padding(kernel, padding)]
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1, 1), pad, dimension_numbers=_DN3)
+
+
+def spatial_conv_folded(x: jax.Array, kernel: jax.Array, padding: str = "VALID") -> jax.Array:
+    """(1, kh, kw) convolution as a 2D convolution with the frames folded into the batch."""
+    b, t, h, w, c = x.shape
+    y = jax.lax.conv_general_dilated(
+        x.reshape(b * t, h, w, c), kernel[0], (1, 1), _spatial_padding(kernel, padding), dimension_numbers=_DN2
+    )
+    return y.reshape(b, t, *y.shape[1:])
+
+
+def temporal_conv_folded(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """(kt, 1, 1) convolution as a 2D convolution over (T, H*W)."""
+    b, t, h, w, c = x.shape
+    y = jax.lax.conv_general_dilated(
+        x.reshape(b, t, h * w, c), kernel[:, 0], (1, 1), "VALID", dimension_numbers=_DN2
+    )
+    return y.reshape(b, y.shape[1], h, w, y.shape[-1])
+
+
+def temporal_conv_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """(kt, 1, 1) convolution as kt matrix products of time-shifted frames, summed: XLA:CPU
+    runs these far faster than the (kt, 1) convolution over (T, H*W) for wide layers."""
+    kt = kernel.shape[0]
+    t = x.shape[1] - kt + 1
+    return sum(jnp.einsum("bthwc,cd->bthwd", x[:, i : i + t], kernel[i, 0, 0]) for i in range(kt))
+
+
+def factorized_conv(x: jax.Array, kernel: jax.Array, impl: str, padding: str = "VALID") -> jax.Array:
+    """A 3D convolution whose kernel is (1, k, k) or (k, 1, 1), in the form `impl` names; never
+    padded in time, padded in space as `padding` ("VALID" or "SAME") says. The kernel keeps
+    the 3D layout (DHWIO) in every form, so checkpoints do not depend on the backend."""
+    impl = check(impl)
+    if impl == "native":
+        return conv3d(x, kernel, padding)
+    kt, kh, kw = kernel.shape[:3]
+    if kt == 1:
+        return spatial_conv_folded(x, kernel, padding)
+    if kh == 1 and kw == 1:
+        return temporal_conv_matmul(x, kernel) if impl == "matmul" else temporal_conv_folded(x, kernel)
+    return conv3d(x, kernel, padding)
+
+
+# --------------------------------------------------------------------------- GRU recurrence
+
+
+def conv2d(x: jax.Array, kernel: jax.Array, padding: str = "SAME") -> jax.Array:
+    """2D convolution of [N, H, W, Ci] by a [k, k, Ci, Co] kernel, stride 1."""
+    k = kernel.shape[0]
+    pad = "VALID" if padding == "VALID" else [padding_pairs(k, padding)] * 2
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), pad, dimension_numbers=_DN2)
+
+
+def conv2d_patches(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """The zero-padded ("SAME") `conv2d` as one matrix product of k^2 shifted copies of x:
+    inside the GRU's scan XLA's CPU convolutions of small states are slow."""
+    k = kernel.shape[0]
+    top, bottom = padding_pairs(k, "SAME")
+    h, w = x.shape[1:3]
+    xp = jnp.pad(x, ((0, 0), (top, bottom), (top, bottom), (0, 0)))
+    patches = jnp.concatenate([xp[:, i : i + h, j : j + w] for i in range(k) for j in range(k)], axis=-1)
+    return patches @ kernel.reshape(-1, kernel.shape[-1])
+
+
+def recurrent_conv(x: jax.Array, kernel: jax.Array, impl: str) -> jax.Array:
+    """The GRU's zero-padded state convolution: native, or as patches ("folded", "matmul")."""
+    return conv2d(x, kernel) if check(impl) == "native" else conv2d_patches(x, kernel)
+
+
+# --------------------------------------------------------------------------- depthwise convolutions
+
+
+def depthwise_native(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    """Depthwise (1, kh, kw) (stride s, padding k // 2) or (kt, 1, 1) (zero "SAME" padding in
+    time) convolution of [B, T, H, W, C] by a [kt, kh, kw, 1, C] kernel, as XLA's grouped 2D
+    convolution (frames folded into the batch, or over (T, H * W))."""
+    kt, kh, kw, _, c = kernel.shape
+    b, t, h, w, _ = x.shape
+    if kt == 1:
+        y = jax.lax.conv_general_dilated(
+            x.reshape(b * t, h, w, c), kernel[0], (stride, stride),
+            [(kh // 2, kh // 2), (kw // 2, kw // 2)], dimension_numbers=_DN2, feature_group_count=c,
+        )
+        return y.reshape(b, t, *y.shape[1:])
+    y = jax.lax.conv_general_dilated(
+        x.reshape(b, t, h * w, c), kernel[:, 0], (1, 1), [((kt - 1) // 2, kt // 2), (0, 0)],
+        dimension_numbers=_DN2, feature_group_count=c,
+    )
+    return y.reshape(b, t, h, w, c)
+
+
+def depthwise_shifts(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    """`depthwise_native` as a sum over the kernel's taps of shifted (strided) slices of the
+    zero-padded input times a per-channel weight: the same sums, in elementwise operations
+    XLA runs well on CPU (its CPU grouped convolutions are slow)."""
+    kt, kh, kw, _, c = kernel.shape
+    b, t, h, w, _ = x.shape
+    pad_t = ((kt - 1) // 2, kt // 2)
+    xp = jnp.pad(x, ((0, 0), pad_t, (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+    ho, wo = (h + 2 * (kh // 2) - kh) // stride + 1, (w + 2 * (kw // 2) - kw) // stride + 1
+    out = None
+    for dt_ in range(kt):
+        for dy in range(kh):
+            for dx in range(kw):
+                tap = jax.lax.slice(
+                    xp, (0, dt_, dy, dx, 0),
+                    (b, dt_ + t, dy + (ho - 1) * stride + 1, dx + (wo - 1) * stride + 1, c),
+                    (1, 1, stride, stride, 1),
+                )
+                term = tap * kernel[dt_, dy, dx, 0]
+                out = term if out is None else out + term
+    return out
+
+
+def depthwise_conv(x: jax.Array, kernel: jax.Array, stride: int, impl: str) -> jax.Array:
+    """A depthwise convolution, native or as shifted multiply-adds ("folded", "matmul")."""
+    if check(impl) == "native":
+        return depthwise_native(x, kernel, stride)
+    return depthwise_shifts(x, kernel, stride)
+
+
+# --------------------------------------------------------------------------- ensemble members
+
+MemberCall = Callable[[nnx.Module, Mapping[str, jax.Array]], jax.Array]
+
+
+def run_members(members: nnx.Module, call: MemberCall, inputs: Mapping[str, jax.Array], count: int,
+                impl: str) -> jax.Array:
+    """[count, ...]: `call(member, inputs)` for each of `count` members stacked on a leading
+    axis; their state (BatchNorm statistics, RNG counters) moves on in `members`.
+
+    "native": one vmapped program (convolutions with a stacked kernel become grouped
+    convolutions); "folded"/"matmul": the members one after another in the program (compile
+    time grows with their number, but XLA:CPU's grouped convolutions are slow).
+    """
+    if check(impl) == "native":
+
+        @nnx.vmap(in_axes=(0, None), out_axes=0)
+        def run(member: nnx.Module, clip: Mapping[str, jax.Array]) -> jax.Array:
+            return call(member, clip)
+
+        return run(members, inputs)
+
+    graphdef, state = nnx.split(members)
+
+    def one(member_state: nnx.State) -> tuple[jax.Array, nnx.State]:
+        member = nnx.merge(graphdef, member_state)
+        out = call(member, inputs)
+        return out, nnx.state(member)
+
+    results = [one(jax.tree.map(lambda x, i=i: x[i], state)) for i in range(count)]
+    outputs = jnp.stack([out for out, _ in results])
+    new_state = jax.tree.map(lambda *xs: jnp.stack(xs), *[member for _, member in results])
+    nnx.update(members, new_state)
+    return outputs
