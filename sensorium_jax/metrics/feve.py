@@ -7,6 +7,12 @@ Per neuron, over the images shown at least twice (trials of images shown once ar
   FEVE = 1 - (MSE(prediction, single trial) - noise_var) / (total_var - noise_var)
 Each image keeps sums relative to one of its own responses, so within-image variances are
 computed from small deviations, never from float32 sums of squares of large values.
+
+A neuron whose responses barely vary in the scored trials (total variance below
+`SILENT_VARIANCE`, in the normalized units where a neuron's training responses have unit
+scale) gets FEV and FEVE 0: its explainable variance is a difference of two near-zero numbers,
+and one such neuron (silent in a test tier, FEV 0.9 on variance 1e-14) turned a tier's mean
+FEVE into -1e11.
 """
 
 from __future__ import annotations
@@ -16,6 +22,9 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+
+
+SILENT_VARIANCE = 1e-6
 
 
 class FeveStats(NamedTuple):
@@ -97,7 +106,7 @@ def feve_from_stats(stats: FeveStats) -> FeveResult:
     total_var = (within.sum(axis=0) + between) / jnp.maximum(n_trials - 1.0, 1.0)
     mse = jnp.where(keep, stats.sq_err, 0.0).sum(axis=0) / jnp.maximum(n_trials, 1.0)
     explainable = total_var - noise_var
-    has_var = total_var > 0
+    has_var = total_var > SILENT_VARIANCE
     ok = has_var & (explainable != 0)
     fev = jnp.where(has_var, explainable / jnp.where(has_var, total_var, 1.0), 0.0)
     feve = jnp.where(ok, 1.0 - (mse - noise_var) / jnp.where(ok, explainable, 1.0), 0.0)
