@@ -25,7 +25,7 @@ import ml_collections
 from flax import nnx
 
 from sensorium_jax.data.card import DatasetCard
-from sensorium_jax.models import base, kernels
+from sensorium_jax.models import base, kernels, legacy
 
 PACKAGE = "sensorium_jax.models"
 
@@ -81,11 +81,9 @@ def build_model(model_config: ml_collections.ConfigDict, card: DatasetCard, rngs
     """The model `model_config.name` for the mice of `card`, its `kernels` option resolved."""
     name = model_config.name
     module = model_module(name)
+    model_config = legacy.upgrade(model_config, module.default_config())
     if "kernels" in model_config:
-        resolved = model_config.copy_and_resolve_references()
-        with resolved.unlocked():
-            resolved.kernels = kernels.resolve(model_config.kernels)
-        model_config = resolved
+        model_config.kernels = kernels.resolve(model_config.kernels)
     model = module.Model(model_config, card, rngs=rngs)
     if not isinstance(model, base.Model):
         raise TypeError(f"model {name!r} built a {type(model).__name__}, not a sensorium_jax.models.base.Model: "
