@@ -5,7 +5,10 @@
     python evaluate.py --workdir runs/a --store /data/store --tiers oracle,live_test_main
 
 Every registered evaluator (sensorium_jax.evaluation.evaluators) is computed on every tier it
-applies to. Paths are taken relative to the current folder.
+applies to. Paths are taken relative to the current folder. Another store's mice are matched to
+the model's by name and their neurons by unit id; mice or neurons the model does not know are
+refused (exit status 2). The submission always drops the competition's 50 burn-in frames, and
+says which tiers and mice it holds.
 """
 
 from __future__ import annotations
@@ -64,6 +67,8 @@ def evaluate(
     report = run_evaluation(predictor, scored_store, out, tiers=list(tiers) if tiers else None, burn_in=burn_in,
                             batch_size=batch_size, submission=submission)
     print((out / "report.md").read_text())
+    for tier, mice in report.get("submission_missing", {}).items():
+        print(f"warning: incomplete submission: {tier} lacks {', '.join(mice)}")
     print(f"report: {out / 'report.json'}")
     return report
 

@@ -18,8 +18,11 @@ from pathlib import Path
 from absl import app, flags
 from ml_collections import config_flags
 
+from sensorium_jax.config_checks import config_flags_parser
+
+DEFAULT_CONFIG = "configs/quickstart.py"
 FLAGS = flags.FLAGS
-config_flags.DEFINE_config_file("config", "configs/quickstart.py", "Experiment config file.", lock_config=True)
+config_flags.DEFINE_config_file("config", DEFAULT_CONFIG, "Experiment config file.", lock_config=True)
 flags.DEFINE_integer("steps", 20, "Timed training steps (and pipeline batches) after the warm-up.")
 flags.DEFINE_integer("warmup", 2, "Untimed training steps after compilation.")
 flags.DEFINE_string("json", "", "Write the figures as JSON to this file.")
@@ -35,6 +38,7 @@ def run_bench(config, config_path: str, overrides: list[str], *, steps: int, war
     """All measurements of one run, as the dict printed and written as JSON."""
     from sensorium_jax.benchmarking import machine, measure
     from sensorium_jax.benchmarking.sweep import parse_sweep, with_value
+    from sensorium_jax.config_checks import validate_config
     from sensorium_jax.data.datasets import open_training_store
     from sensorium_jax.errors import InputDataError
 
@@ -48,6 +52,7 @@ def run_bench(config, config_path: str, overrides: list[str], *, steps: int, war
         raise InputDataError("--metric_shape", "metric_shape", "three positive integers trials,frames,neurons",
                              metric_shape)
 
+    validate_config(config)
     plan = parse_sweep(sweep, config) if sweep else None
     store = open_training_store(config.data)
     report: dict = {
@@ -103,4 +108,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=config_flags_parser(DEFAULT_CONFIG))

@@ -6,11 +6,13 @@ Exit statuses (documented in README.md, "Exit statuses"):
     2    bad input: data folder, store, config value or path (`InputDataError`)
     3    out of memory (XLA's RESOURCE_EXHAUSTED): one line with what to change
     4    the training loss became NaN/inf (`NonFiniteLossError`); the last good checkpoint is kept
+    5    the disk is full (no space left while writing); checkpoints written before are kept
     130  interrupted (Ctrl-C)
 """
 
 from __future__ import annotations
 
+import errno
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +44,7 @@ class NonFiniteLossError(RuntimeError):
 INPUT_ERROR_EXIT = 2
 OUT_OF_MEMORY_EXIT = 3
 NON_FINITE_LOSS_EXIT = 4
+DISK_FULL_EXIT = 5
 INTERRUPTED_EXIT = 130
 
 OUT_OF_MEMORY_HINT = (
@@ -55,6 +58,17 @@ OUT_OF_MEMORY_HINT = (
 def is_out_of_memory(error: BaseException) -> bool:
     """XLA reports exhausted device or host memory as a runtime error with this status."""
     return isinstance(error, RuntimeError) and "RESOURCE_EXHAUSTED" in str(error)
+
+
+def is_disk_full(error: BaseException | None) -> bool:
+    """Whether an error, or one it was raised from, is the OS saying the disk is full: orbax and
+    tensorstore re-raise the OS's ENOSPC wrapped in their own exceptions."""
+    seen = 0
+    while error is not None and seen < 8:
+        if (isinstance(error, OSError) and error.errno == errno.ENOSPC) or "No space left on device" in str(error):
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
 
 
 def run_cli(main: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -77,3 +91,9 @@ def run_cli(main: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         raise SystemExit(INTERRUPTED_EXIT) from None
+    except Exception as error:  # noqa: BLE001 - only a full disk is turned into one line
+        if not is_disk_full(error):
+            raise
+        print(f"error: no space left on device ({str(error).strip().splitlines()[0][:200]}); free some space "
+              "and rerun the same command: checkpoints written before are kept", file=sys.stderr)
+        raise SystemExit(DISK_FULL_EXIT) from None

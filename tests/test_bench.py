@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -85,23 +86,23 @@ def _check_training(t: dict, device_count: int) -> None:
         assert t["step_seconds"][key] > 0
     assert t["step_seconds"]["p10"] <= t["step_seconds"]["median"] <= t["step_seconds"]["p90"]
     assert t["compile_seconds"] > 0 and t["lower_seconds"] > 0
-    assert t["clips_per_second"] == pytest.approx(t["global_batch"] / t["step_seconds"]["median"])
-    assert t["frames_per_second"] == pytest.approx(t["clips_per_second"] * t["clip_frames"])
+    # (clips/s and FLOPs against independent measurements: test_training_figures_match_a_timed_loop)
     assert 0 <= t["input_wait_fraction"] < 1
     assert t["flops_per_step"] > 0
-    assert t["flops_per_step"] == pytest.approx(t["flops_per_step_per_device"] * device_count)
-    assert t["flops_per_second"] == pytest.approx(t["flops_per_step"] / t["step_seconds"]["median"])
     if t["peak_flops_per_device"] is None:
         assert t["utilisation"] is None
     else:
         assert 0 < t["utilisation"] <= 1
-    assert t["train_step_compilations"] == 1
+    # the compile counter (monitoring events) agrees with jax's own dispatch cache
+    assert t["train_step_compilations"] == 1 == t["jit_cache_entries"]
     assert t["final_loss"] > 0  # Poisson loss of a finite step
     assert t["peak_host_rss_bytes"] > 0
 
 
 def test_bench_command_writes_every_figure(tiny_store, cache_dir, tmp_path):
+    started = time.perf_counter()
     report = _bench(tiny_store, tmp_path / "bench.json")
+    wall = time.perf_counter() - started
 
     machine = report["machine"]
     import jax
@@ -116,6 +117,9 @@ def test_bench_command_writes_every_figure(tiny_store, cache_dir, tmp_path):
     t = report["training"]
     assert t["global_batch"] == 8 and t["clip_frames"] == 24 and t["steps"] == 3  # 2 mice x 4 clips
     _check_training(t, machine["device_count"])
+    # the 3 timed steps all ran inside the command's wall time
+    assert t["steps"] * t["step_seconds"]["min"] < wall
+    assert t["clips_per_second"] > t["global_batch"] * t["steps"] / wall
     if machine["backend"] == "cpu":
         assert t["utilisation"] is None and t["peak_device_memory_bytes"] is None
 
@@ -142,7 +146,7 @@ def test_bench_sweep_gives_one_row_per_value(tiny_store, cache_dir, tmp_path):
     for row in sweep["rows"]:
         _check_training(row["training"], report["machine"]["device_count"])
     small, large = (row["training"]["flops_per_step"] for row in sweep["rows"])
-    assert large > small  # twice the clips, more work per step
+    assert 1.6 < large / small < 2.05  # twice the clips: nearly twice the work (the optimizer's is fixed)
     assert report["training"] is None
 
 
@@ -166,3 +170,67 @@ def test_running_out_of_memory_ends_with_what_to_change(capsys):
 
     with pytest.raises(jax.errors.JaxRuntimeError, match="INTERNAL"):  # other failures keep their traceback
         run_cli(broken)
+
+
+def test_flops_from_cost_analysis_count_a_dense_layer():
+    """XLA's cost analysis, read as the bench reads it, against the analytic count of a dense
+    layer: 2 * B * K * N multiply-adds plus B * N bias additions."""
+    import jax
+    import jax.numpy as jnp
+
+    from sensorium_jax.benchmarking.timing import flops_from_cost_analysis
+
+    b, k, n = 64, 96, 40
+    compiled = jax.jit(lambda x, w, c: x @ w + c).lower(
+        jnp.zeros((b, k)), jnp.zeros((k, n)), jnp.zeros(n)).compile()
+    assert flops_from_cost_analysis(compiled.cost_analysis()) == pytest.approx(2 * b * k * n + b * n, rel=0.05)
+
+
+def test_compile_counter_counts_recompilations():
+    import jax
+    import jax.numpy as jnp
+
+    from sensorium_jax.benchmarking.measure import CompileCounter
+
+    @jax.jit
+    def counted_function(x):
+        return x * 2 + 1
+
+    before = CompileCounter.count("jit(counted_function)")
+    for shape in (3, 3, 4, 3, 5):
+        counted_function(jnp.ones(shape))
+    assert CompileCounter.count("jit(counted_function)") - before == 3 == counted_function._cache_size()
+
+
+def test_training_figures_match_a_timed_loop(smoke_config):
+    """`measure_training`'s throughput against a separately built and timed loop of the same
+    step (within a loose factor: 2 shared cores), and its figures against the call's wall time."""
+    import jax
+
+    from sensorium_jax.benchmarking.measure import measure_training
+    from sensorium_jax.data.store import open_store
+    from sensorium_jax.training.loop import build_training, device_batches
+    from sensorium_jax.training.mesh import make_data_mesh
+
+    store = open_store(smoke_config.data.store)
+    steps = 6
+    started = time.perf_counter()
+    t = measure_training(smoke_config, store, steps=steps, warmup=1)
+    wall = time.perf_counter() - started
+    assert t["global_batch"] == 8 and t["steps"] == steps
+    # every timed step, the compile and the warm-up step fit in the call
+    assert steps * t["step_seconds"]["min"] + t["compile_seconds"] < wall
+    assert t["clips_per_second"] > t["global_batch"] * steps / wall
+    assert t["frames_per_second"] == pytest.approx(t["clips_per_second"] * 24)
+
+    mesh = make_data_mesh()
+    setup = build_training(smoke_config, store, mesh)
+    state, batches = setup.state, device_batches(setup.dataset, mesh, smoke_config)
+    state, metrics = setup.train_step(state, next(batches))  # compile
+    jax.block_until_ready(metrics)
+    started = time.perf_counter()
+    for _ in range(steps):
+        state, metrics = setup.train_step(state, next(batches))
+    jax.block_until_ready(metrics)
+    timed = 8 * steps / (time.perf_counter() - started)
+    assert timed / 3 < t["clips_per_second"] < timed * 3, (timed, t["clips_per_second"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import runpy
@@ -17,7 +18,9 @@ from flax import nnx
 
 import sensorium_jax
 from sensorium_jax.models import build_model
+from sensorium_jax.data.kinds import BURN_IN_FRAMES
 from sensorium_jax.data.store import open_store
+from sensorium_jax.evaluation.submission import SUBMISSION_TIERS
 from sensorium_jax.training import checkpointing
 from sensorium_jax.training.mesh import make_data_mesh
 from sensorium_jax.training.schedules import learning_rate_schedule, make_optimizer
@@ -46,21 +49,51 @@ def test_evaluate_writes_report_plots_and_submission(trained_smoke_workdir, tiny
     for name in ("report.md", "correlations.png", "traces.png", "positions.png"):
         assert (out / name).stat().st_size > 0, name
 
-    main_zip = zipfile.ZipFile(out / "submission" / "submission_main.zip")
-    assert "predictions_live_main.parquet.brotli" in main_zip.namelist()
-    assert (out / "submission" / "submission_bonus.zip").exists()
-    burn_in = report["burn_in"]
-    table = pq.read_table(out / "submission" / "predictions_live_main.parquet.brotli").to_pylist()
-    assert set(table[0]) == {"mouse", "trial_indices", "prediction", "neuron_ids"}
-    expected_rows = sum(len(store.meta(m).trials_of("live_test_main")) for m in store.mice)
-    assert len(table) == expected_rows
-    for row in table:
-        meta = store.meta(row["mouse"])
-        trial = int(np.flatnonzero(meta.trial_ids == row["trial_indices"])[0])
-        prediction = np.asarray(row["prediction"])
-        assert prediction.shape == (meta.n_neurons, int(meta.lengths[trial]) - burn_in)
-        assert row["neuron_ids"] == meta.unit_ids.tolist()
-        assert np.all(prediction > 0)
+    check_submission(out / "submission", store, report)
+    assert "Complete: every submission tier holds every mouse of the model." in result.stdout
+    assert "warning:" not in result.stdout
+
+
+def check_submission(folder: Path, store, report: dict) -> None:
+    """The four competition files, zipped per track, read back: columns, one row per test trial,
+    the store's unit ids, predictions of neurons x (frames - 50) whatever the config's burn-in."""
+    assert report["burn_in"] != BURN_IN_FRAMES  # the smoke config validates with its own burn-in
+    for track, names in (("main", ("predictions_live_main.parquet.brotli", "predictions_final_main.parquet.brotli")),
+                         ("bonus", ("predictions_live_bonus.parquet.brotli", "predictions_final_bonus.parquet.brotli"))):
+        assert sorted(zipfile.ZipFile(folder / f"submission_{track}.zip").namelist()) == sorted(names), track
+    for tier, (name, _) in SUBMISSION_TIERS.items():
+        with zipfile.ZipFile(folder / f"submission_{SUBMISSION_TIERS[tier][1]}.zip") as archive:
+            table = pq.read_table(io.BytesIO(archive.read(name)))
+        assert table.column_names == ["mouse", "trial_indices", "prediction", "neuron_ids"], name
+        rows = table.to_pylist()
+        assert len(rows) == sum(len(store.meta(m).trials_of(tier)) for m in store.mice), name
+        assert report["submission_contents"][tier] == {m: len(store.meta(m).trials_of(tier)) for m in store.mice}
+        for row in rows:
+            meta = store.meta(row["mouse"])
+            trial = int(np.flatnonzero(meta.trial_ids == row["trial_indices"])[0])
+            assert meta.tiers[trial] == tier
+            prediction = np.asarray(row["prediction"])
+            assert prediction.shape == (meta.n_neurons, int(meta.lengths[trial]) - BURN_IN_FRAMES), name
+            assert row["neuron_ids"] == meta.unit_ids.tolist()
+            assert np.all(prediction > 0)
+    assert report["submission_missing"] == {}
+
+
+def test_a_partial_submission_says_what_it_holds(trained_smoke_workdir, tiny_store, tmp_path, capsys):
+    evaluate = runpy.run_path(str(REPO / "evaluate.py"))["evaluate"]
+    report = evaluate(trained_smoke_workdir, store=tiny_store, out=tmp_path, tiers=["live_test_main"], submission=True)
+    store = open_store(tiny_store)
+    assert list(report["submission_contents"]) == ["live_test_main"]
+    assert report["submission_missing"] == {tier: list(store.mice) for tier in SUBMISSION_TIERS
+                                            if tier != "live_test_main"}
+    text = (tmp_path / "report.md").read_text()
+    assert "**WARNING: incomplete submission**" in text and "final_test_bonus lacks" in text
+    assert "`predictions_final_main.parquet.brotli` (final_test_main): not written" in text
+    stdout = capsys.readouterr().out
+    assert f"warning: incomplete submission: final_test_main lacks {', '.join(store.mice)}" in stdout
+    assert zipfile.ZipFile(tmp_path / "submission" / "submission_main.zip").namelist() == [
+        "predictions_live_main.parquet.brotli"]
+    assert not (tmp_path / "submission" / "submission_bonus.zip").exists()
 
 
 def test_load_predict_matches_the_trainers_predictions(trained_smoke_workdir, tiny_store):

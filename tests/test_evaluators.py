@@ -107,7 +107,10 @@ def ref_feve(trials: list[dict], burn_in: int) -> tuple[np.ndarray, np.ndarray]:
     noise = np.mean([x.var(0, ddof=1) for x in r], 0)
     total = np.concatenate(r).var(0, ddof=1)
     mse = ((np.concatenate(r) - np.concatenate(p)) ** 2).mean(0)
-    return 1 - (mse - noise) / (total - noise), (total - noise) / total
+    with np.errstate(divide="ignore", invalid="ignore"):
+        feve, fev = 1 - (mse - noise) / (total - noise), (total - noise) / total
+    silent = total <= 1e-6  # no variance to explain in these trials: FEV and FEVE 0 (metrics.feve)
+    return np.where(silent, 0.0, feve), np.where(silent, 0.0, fev)
 
 
 def test_registry_finds_evaluators_by_name_and_rejects_unknown_ones():

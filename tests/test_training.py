@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 
+from sensorium_jax.data.store import open_store
 from sensorium_jax.training import checkpointing, loop
 from sensorium_jax.training.logging_utils import read_metrics
 from sensorium_jax.training.loop import NonFiniteLossError, train_and_evaluate
@@ -41,13 +42,16 @@ def test_smoke_config_learns_a_fraction_of_the_oracle_ceiling(smoke_config, tmp_
     summary = train_and_evaluate(smoke_config, tmp_path)
     validations = read_metrics(tmp_path, "validation")
     assert [v["step"] for v in validations] == [0, 100, 200, 300]  # untrained, then every eval_every
-    assert all(-1 <= v["validation_correlation"] <= 1 for v in validations)
     losses = [r["loss"] for r in read_metrics(tmp_path, "train")]
     assert len(losses) == 15 and all(np.isfinite(losses))
     assert np.mean(losses[-5:]) < np.mean(losses[:3])
     assert summary.steps == 300
     assert summary.best_validation_correlation == max(v["validation_correlation"] for v in validations[1:])
-    assert summary.oracle_ceiling is not None and 0 < summary.oracle_ceiling < 1
+    # the ceiling: the neuron-weighted mean of the mice's oracle-tier ceilings (seed 0: 0.681083 and
+    # 0.616832, which tests/test_synthetic.py checks against the metrics on the ground-truth rates)
+    store = open_store(smoke_config.data.store)
+    neurons = [store.meta(mouse).n_neurons for mouse in store.mice]
+    assert summary.oracle_ceiling == pytest.approx(np.average([0.681083, 0.616832], weights=neurons), abs=1e-5)
     untrained = validations[0]["validation_correlation"]
     assert abs(untrained) < 0.1
     assert summary.best_validation_correlation > untrained + 0.15
@@ -120,8 +124,14 @@ def _run_losses(devices: int, store: Path, workdir: Path) -> list[float]:
     return payload["losses"]
 
 
-def test_eight_devices_give_the_same_losses_as_one(tiny_store, tmp_path):
-    one = _run_losses(1, tiny_store, tmp_path / "one")
+@pytest.fixture(scope="module")
+def one_device_losses(tiny_store, tmp_path_factory) -> list[float]:
+    """The smoke config's first 20 per-step losses on one device (shared by the comparisons)."""
+    return _run_losses(1, tiny_store, tmp_path_factory.mktemp("one_device"))
+
+
+def test_eight_devices_give_the_same_losses_as_one(one_device_losses, tiny_store, tmp_path):
+    one = one_device_losses
     eight = _run_losses(8, tiny_store, tmp_path / "eight")
     assert len(one) == len(eight) == 20
     np.testing.assert_allclose(one, eight, rtol=2e-4, atol=1e-5)
@@ -139,7 +149,7 @@ def _fatal_lines(err: str) -> str:
     return "\n".join(line for line in err.splitlines() if any(k in line for k in keys))[-4000:] + "\n...\n"
 
 
-def test_two_process_distributed_run_trains_and_checkpoints(tiny_store, tmp_path):
+def test_two_process_distributed_run_trains_like_one_process(one_device_losses, tiny_store, tmp_path):
     port = _free_port()
     workdir = tmp_path / "distributed"
     env = dict(os.environ, JAX_PLATFORMS="cpu")
@@ -148,7 +158,8 @@ def test_two_process_distributed_run_trains_and_checkpoints(tiny_store, tmp_path
         subprocess.Popen(
             [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs" / "smoke.py"),
              "--workdir", str(workdir), f"--config.data.store={tiny_store}", "--config.train.steps=20",
-             "--config.train.eval_every=10", f"--coordinator=127.0.0.1:{port}", "--num_processes=2",
+             "--config.train.eval_every=10", "--config.train.log_every=1",
+             f"--coordinator=127.0.0.1:{port}", "--num_processes=2",
              f"--process_id={index}"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO,
         )
@@ -162,8 +173,10 @@ def test_two_process_distributed_run_trains_and_checkpoints(tiny_store, tmp_path
     assert all(p.returncode == 0 for p in processes), report
     assert "best validation correlation" in outputs[0][0]
     assert checkpointing.Checkpoints(workdir).latest_step() == 20
-    losses = [r["loss"] for r in read_metrics(workdir, "train")]
-    assert losses and all(np.isfinite(losses))
+    records = read_metrics(workdir, "train")
+    assert [r["step"] for r in records] == list(range(1, 21))
+    # the same global batches and the same step on two processes: the one-process losses
+    np.testing.assert_allclose([r["loss"] for r in records], one_device_losses, rtol=2e-4, atol=1e-5)
 
 
 def test_train_step_compiles_once(smoke_config):

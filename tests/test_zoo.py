@@ -109,14 +109,18 @@ def test_separately_trained_workdirs_still_ensemble(trained, trained_smoke_workd
     video = rng.uniform(0, 255, (frames, *store.card().frame_shape)).astype(np.float32)
     behavior = rng.uniform(0, 2, (frames, 2)).astype(np.float32)
     pupil = rng.normal(0, 1, (frames, 2)).astype(np.float32)
-    mean = both.predict(video, behavior, pupil, mouse=mouse)
-    each = [m.predict(video, behavior, pupil, mouse=mouse) for m in members]
-    np.testing.assert_allclose(mean, (each[0] + each[1]) / 2, rtol=1e-6)
-    assert not np.allclose(each[0], each[1]), "two different models must predict differently"
     clip = next((m.clip_length for m in members if m.clip_length), frames)  # what every member takes
     inputs = both.normalize_inputs(video[:clip], behavior[:clip], pupil[:clip], mouse)
     applied = [np.asarray(m.apply(m.variables, inputs)) for m in members]
     common = min(a.shape[1] for a in applied)
+    n = len(both.neuron_ids(mouse))
+    assert not np.allclose(applied[0][0, -common:, :n], applied[1][0, -common:, :n]), "two models, two predictions"
+    # the trial path (`predict`: raw inputs, windows, NaN-free frames) against the members' own
+    # pure `apply` on the clip: the frames every member predicts are the members' mean
+    predicted = both.predict(video[:clip], behavior[:clip], pupil[:clip], mouse=mouse)
+    assert predicted.shape == (clip, n)
+    np.testing.assert_allclose(predicted[clip - common:],
+                               (applied[0][0, -common:, :n] + applied[1][0, -common:, :n]) / 2, rtol=2e-4, atol=1e-6)
     np.testing.assert_allclose(np.asarray(both.apply(both.variables, inputs)),
                                (applied[0][:, -common:] + applied[1][:, -common:]) / 2, rtol=1e-5, atol=1e-7)
     positions = [m.readout_positions() for m in members]
@@ -125,9 +129,29 @@ def test_separately_trained_workdirs_still_ensemble(trained, trained_smoke_workd
     else:
         assert both.readout_positions() == next(p for p in positions if p.pixels is None)
     if name == "ensemble_baseline.py:smoke":
+        _check_members_built_alone(workdir, inputs)
         evaluate = runpy.run_path(str(REPO / "evaluate.py"))["evaluate"]
         report = evaluate(trained_smoke_workdir, ensemble=[workdir], out=tmp_path / "both", tiers=["oracle"])
         assert np.isfinite(report["pooled"]["oracle"]["single_trial_correlation"])
+
+
+def _check_members_built_alone(workdir: Path, inputs) -> None:
+    """The stacked ensemble predicts the mean of single models of the member config, each
+    loaded with its member's slice of the stacked parameters and statistics (no vmap, no
+    member loop, no `mean_members`), and its members differ."""
+    from sensorium_jax.inference.predictor import INPUT_KEYS
+
+    ensemble = sensorium_jax.load(workdir)
+    member_config = ensemble.config.model.member.copy_and_resolve_references()
+    graphdef, _, _ = nnx.split(build_model(member_config, ensemble.card, nnx.Rngs(0)), nnx.Param, ...)
+    params, rest = ensemble.variables["params"]["members"], ensemble.variables["rest"]["members"]
+    alone = []
+    for e in range(int(ensemble.config.model.members)):
+        member = nnx.merge(graphdef, jax.tree.map(lambda x, e=e: x[e], params), jax.tree.map(lambda x, e=e: x[e], rest))
+        alone.append(np.asarray(member({key: inputs[key] for key in INPUT_KEYS}, train=False)))
+    assert len(alone) == 2 and np.abs(alone[0] - alone[1]).max() > 1e-3, "members trained from two streams differ"
+    np.testing.assert_allclose(np.asarray(ensemble.apply(ensemble.variables, inputs)), np.mean(alone, axis=0),
+                               rtol=1e-4, atol=1e-6)
 
 
 def _memory(tree) -> int:

@@ -16,6 +16,7 @@ from sensorium_jax.errors import InputDataError
 NUMERIC_KINDS = "iuf"
 INTEGER_KINDS = "iu"
 STRING_KINDS = "US"
+NPY_MAGIC = b"\x93NUMPY"
 
 
 def _one_line(error: BaseException) -> str:
@@ -27,6 +28,11 @@ def load_npy(path: Path, field: str) -> np.ndarray:
     """Memory-maps one .npy file, so reading a header or a slice never loads the whole file."""
     if not path.is_file():
         raise InputDataError(path, field, "an existing .npy file", "no such file")
+    with path.open("rb") as handle:
+        magic = handle.read(len(NPY_MAGIC))
+    if magic != NPY_MAGIC:  # np.load would call a text file "pickled data"
+        raise InputDataError(path, field, "a readable .npy file",
+                             f"not a NumPy .npy file (bad magic: starts with {magic[:6]!r}, not {NPY_MAGIC!r})")
     try:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except Exception as error:  # any failure to parse user data is the user's problem

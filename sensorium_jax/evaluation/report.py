@@ -11,11 +11,11 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from sensorium_jax.data.datasets import oracle_ceiling, synthetic_truth
-from sensorium_jax.errors import InputDataError
 from sensorium_jax.evaluation import plots
 from sensorium_jax.evaluation.evaluators import Evaluator, get_evaluators
+from sensorium_jax.evaluation.matching import MouseMatch, match_store
 from sensorium_jax.evaluation.scoring import TierScores, default_burn_in, default_tiers, pool_tier, score_tier
-from sensorium_jax.evaluation.submission import SubmissionWriter
+from sensorium_jax.evaluation.submission import SUBMISSION_TIERS, SubmissionWriter
 
 __all__ = ["default_tiers", "markdown", "run_evaluation"]
 
@@ -36,19 +36,20 @@ def run_evaluation(
     evaluators: Sequence[str] | None = None,
 ) -> dict:
     """Scores `predictor` on every (mouse, tier) with the named evaluators (None: all) and writes
-    report.json, report.md, plots and, with `submission`, the competition files into `out`."""
+    report.json, report.md, plots and, with `submission`, the competition files into `out`.
+
+    Store mice are matched to the model's by name and their neurons by unit id (refused with
+    one line when the model does not know them), whatever the store's order."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     tiers = list(tiers) if tiers else default_tiers(store)
     burn_in = default_burn_in(store) if burn_in is None else int(burn_in)
-    unknown_mice = [m for m in store.mice if m not in predictor.card.names]
-    if unknown_mice:
-        raise InputDataError(store.path, "mice", f"mice the model was trained on ({', '.join(predictor.card.names)})",
-                             ", ".join(unknown_mice))
+    matches = match_store(predictor.card, store)  # refuses before anything is written
+    out.mkdir(parents=True, exist_ok=True)
     chosen = get_evaluators(evaluators)
-    writer = SubmissionWriter(out / "submission", store, burn_in=burn_in) if submission else None
+    writer = SubmissionWriter(out / "submission", store) if submission else None
     jobs = [(m, t) for m in store.mice for t in tiers if len(store.meta(m).trials_of(t))]
-    results = [score_tier(predictor, store, mouse, tier, chosen, burn_in=burn_in, batch_size=batch_size, sink=writer)
+    results = [score_tier(predictor, store, mouse, tier, chosen, burn_in=burn_in, batch_size=batch_size, sink=writer,
+                          match=matches[mouse])
                for mouse, tier in tqdm(jobs, desc="evaluate", unit="tier")]
     zips = [str(p) for p in writer.close()] if writer else []
 
@@ -61,6 +62,9 @@ def run_evaluation(
         "pooled": {},
         "submission": zips,
     }
+    if writer is not None:
+        report["submission_contents"] = writer.contents()
+        report["submission_missing"] = writer.missing(predictor.card.names)
     for r in results:
         entry = {"trials": r.trials, "neurons": r.neurons, "scored": r.scored}
         report["mice"].setdefault(r.mouse, {})[r.tier] = {**entry, **(r.pooled() if r.scored else {})}
@@ -68,7 +72,7 @@ def run_evaluation(
         scored = [r for r in results if r.tier == tier and r.scored]
         if scored:
             report["pooled"][tier] = _pooled_entry(store, tier, scored, chosen)
-    report["plots"], report["notes"] = _plots(predictor, store, results, out)
+    report["plots"], report["notes"] = _plots(predictor, store, results, out, matches)
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(markdown(report))
     return report
@@ -93,7 +97,8 @@ def readout_pixels(predictor) -> tuple[np.ndarray | None, str]:
     return (None, positions.reason) if pixels is None else (np.asarray(pixels), "")
 
 
-def _plots(predictor, store, results: list[TierScores], out: Path) -> tuple[list[str], list[str]]:
+def _plots(predictor, store, results: list[TierScores], out: Path,
+           matches: dict[str, MouseMatch]) -> tuple[list[str], list[str]]:
     """(plot files made, notes on plots that could not be made)."""
     made, notes = [], []
     single = {}
@@ -113,17 +118,36 @@ def _plots(predictor, store, results: list[TierScores], out: Path) -> tuple[list
     if pixels is None:
         notes.append(f"No readout-position plot: {reason}.")
     else:
-        mouse = store.mice[0]
-        index = predictor.card.index(mouse)
-        n = predictor.card.mice[index].n_neurons
-        true = (synthetic_truth(store) or {}).get(mouse, {}).get("rf_position_px")
+        match = matches[store.mice[0]]
+        mouse = match.mouse
+        true = (synthetic_truth(store) or {}).get(mouse, {}).get("rf_position_px")  # in the store's order
         made.append(plots.readout_positions(
-            pixels[index, :n], np.asarray(true) if true is not None else None,
+            pixels[match.model_index, match.neurons], np.asarray(true) if true is not None else None,
             predictor.card.frame_shape, f"{mouse}: readout positions", out / "positions.png"))
     return [str(p) for p in made], notes
 
 
 # ----------------------------------------------------------------------------- report.md
+
+
+def submission_lines(report: dict) -> list[str]:
+    """What the submission holds, file by file, and loudly what it lacks (never a silent partial zip)."""
+    contents, missing = report.get("submission_contents", {}), report.get("submission_missing", {})
+    lines = ["## Submission", ""]
+    for tier, (name, _) in SUBMISSION_TIERS.items():
+        mice = contents.get(tier)
+        if mice:
+            written = ", ".join(f"{mouse} ({rows} trials)" for mouse, rows in mice.items())
+            lines.append(f"- `{name}` ({tier}): {written}")
+        else:
+            lines.append(f"- `{name}` ({tier}): not written (no {tier} trials among the evaluated tiers)")
+    lines += ["", "Files: " + (", ".join(f"`{z}`" for z in report["submission"]) or "none"), ""]
+    if missing:
+        gaps = "; ".join(f"{tier} lacks {', '.join(mice)}" for tier, mice in missing.items())
+        lines.append(f"**WARNING: incomplete submission**: {gaps}.")
+    else:
+        lines.append("Complete: every submission tier holds every mouse of the model.")
+    return lines
 
 # Scalar columns of the tables, in order, with their headers; other scalars follow by name.
 COLUMNS = {
@@ -184,8 +208,8 @@ def markdown(report: dict) -> str:
             else:
                 cells = " | ".join(["withheld (predicted only)"] + [""] * max(len(columns) - 1, 0))
             lines.append(f"| {mouse} | {tier} | {cells} | {v['neurons']} | {v['trials']} |")
-    if report["submission"]:
-        lines += ["", "Submission files: " + ", ".join(f"`{z}`" for z in report["submission"])]
+    if "submission_contents" in report:
+        lines += ["", *submission_lines(report)]
     if report["plots"]:
         lines += ["", "Plots: " + ", ".join(f"`{Path(p).name}`" for p in report["plots"])]
     for note in report.get("notes", []):

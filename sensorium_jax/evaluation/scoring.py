@@ -2,7 +2,9 @@
 
 The trainer's validation and evaluate.py both score through `score_tier`; they differ only in
 the predictor they pass (anything with `predict_normalized(batch) -> [B, T, Nmax]`, NaN on
-frames the model cannot predict) and in the evaluators they ask for.
+frames the model cannot predict) and in the evaluators they ask for. A predictor with a
+dataset card (`Predictor`, `EnsemblePredictor`) is matched to the store by mouse name and unit
+id (`evaluation.matching`); one without (the trainer's, on its own store) reads batches as is.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import numpy as np
 from sensorium_jax.data.kinds import UNSCORED_TIERS
 from sensorium_jax.data.pipeline import make_eval_batches
 from sensorium_jax.evaluation.evaluators import EvalResult, Evaluator, Pooled, TierInfo
+from sensorium_jax.evaluation.matching import MouseMatch, as_model_batch, match_mouse, to_store_neurons
 
 # (mouse, tier, trial indices in the store, predictions [B, T, N], frame mask [B, T])
 TrialSink = Callable[[str, str, np.ndarray, np.ndarray, np.ndarray], None]
@@ -98,16 +101,26 @@ def score_tier(
     burn_in: int | None = None,
     batch_size: int = 8,
     sink: TrialSink | None = None,
+    match: MouseMatch | None = None,
 ) -> TierScores:
-    """One pass over the tier's trials, every applicable evaluator fed from it."""
+    """One pass over the tier's trials, every applicable evaluator fed from it.
+
+    `match`: the model's readouts of this store mouse (default: matched by name and unit id
+    when the predictor has a `card`; the store's own order when it has none).
+    """
     burn_in = default_burn_in(store) if burn_in is None else int(burn_in)
     info = tier_info(store, mouse, tier)
     n = info.n_neurons
+    if match is None and getattr(predictor, "card", None) is not None:
+        match = match_mouse(predictor.card, store.mouse_name(mouse), store.meta(mouse).unit_ids, where=store.path)
     active = {name: e for name, e in evaluators.items() if e.applies_to(info)}
     states = {name: e.init(info) for name, e in active.items()}
     any_signal, example = False, None
     for batch in make_eval_batches(store, mouse, tier, batch_size):
-        raw = np.asarray(predictor.predict_normalized(batch))[..., :n]
+        if match is None:
+            raw = np.asarray(predictor.predict_normalized(batch))[..., :n]
+        else:
+            raw = to_store_neurons(np.asarray(predictor.predict_normalized(as_model_batch(batch, match))), match)
         mask = scored_frame_mask(batch, raw, burn_in)
         responses = np.nan_to_num(batch["responses"][..., :n])
         predictions = np.nan_to_num(raw)

@@ -3,11 +3,18 @@
 Each row is one trial: `mouse`, `trial_indices` (the trial's id in the official folder),
 `prediction` (neurons x frames after the burn-in) and `neuron_ids`. Rows are written as
 trials stream by, so memory stays bounded by one batch.
+
+The burn-in is always the data kind's (the competition's 50 frames for video), whatever a
+config uses for validation: the leaderboard expects exactly that many frames dropped. The
+predictions arrive in the store's neuron order (the tier loop matched them by unit id), so
+`neuron_ids` are the store's unit ids. `contents()` and `missing(...)` say what was written,
+so a partial submission is never silent.
 """
 
 from __future__ import annotations
 
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,14 +40,16 @@ SCHEMA = pa.schema(
 
 
 class SubmissionWriter:
-    def __init__(self, out: str | Path, store, burn_in: int | None = None, raw_units: bool = False):
-        """burn_in: frames left out of each row (None: the data kind's, as the competition scores)."""
+    """A `TrialSink` of the tier loop that writes the submission tiers' rows."""
+
+    def __init__(self, out: str | Path, store, raw_units: bool = False):
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.store = store
-        self.burn_in = default_burn_in(store) if burn_in is None else int(burn_in)
+        self.burn_in = default_burn_in(store)  # the competition's, never a validation setting
         self.raw_units = raw_units
         self._writers: dict[str, pq.ParquetWriter] = {}
+        self._rows: dict[str, dict[str, int]] = {}  # tier -> mouse -> rows written
 
     def __call__(self, mouse: str, tier: str, trials: np.ndarray, predictions: np.ndarray, frame_mask: np.ndarray) -> None:
         if tier not in SUBMISSION_TIERS:
@@ -61,6 +70,17 @@ class SubmissionWriter:
             name = SUBMISSION_TIERS[tier][0]
             self._writers[tier] = pq.ParquetWriter(self.out / name, SCHEMA, compression="brotli")
         self._writers[tier].write_table(table)
+        counts = self._rows.setdefault(tier, {})
+        counts[mouse] = counts.get(mouse, 0) + len(rows["mouse"])
+
+    def contents(self) -> dict[str, dict[str, int]]:
+        """What was written: submission tier -> mouse -> trials (rows)."""
+        return {tier: dict(mice) for tier, mice in self._rows.items()}
+
+    def missing(self, model_mice: Sequence[str]) -> dict[str, list[str]]:
+        """Submission tier -> the model's mice without rows in it (empty: a complete submission)."""
+        gaps = {tier: [m for m in model_mice if m not in self._rows.get(tier, {})] for tier in SUBMISSION_TIERS}
+        return {tier: mice for tier, mice in gaps.items() if mice}
 
     def close(self) -> list[Path]:
         """Finishes the parquet files and zips them per track; returns the zip files."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,9 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from sensorium_jax.data.card import DatasetCard
-from sensorium_jax.errors import InputDataError
+from sensorium_jax.errors import InputDataError, is_out_of_memory
 from sensorium_jax.models import build_model
+from sensorium_jax.training.checkpointing import damage_reason, ignore_abandoned_reads
 from sensorium_jax.training.state import uses_ema
 
 Variables = dict[str, nnx.State]  # {"params": ..., "rest": ...}: what `Predictor.apply` takes
@@ -40,19 +42,33 @@ class Restored:
     checkpoint: Path  # as the user named it (relative paths stay relative)
 
 
+def checkpoint_candidates(path: str | Path) -> list[Path]:
+    """The step folders `path` names, in the order to try them: a step folder alone; else a
+    workdir's best then latest checkpoints (newest first), or a manager folder's steps."""
+    path = Path(path).expanduser()
+    if (path / "state").is_dir() and (path / "meta").is_dir():
+        return [path]
+    found = [step for folder in (path / "checkpoints" / "best", path / "checkpoints" / "latest")
+             for step in _steps(folder)]
+    found = found or _steps(path)
+    if not found:
+        raise InputDataError(path, "checkpoint", "a workdir with checkpoints/best or a checkpoint step folder",
+                             "no finished checkpoint")
+    return found
+
+
+def _steps(folder: Path) -> list[Path]:
+    """Finished step folders, newest first (orbax writes to a temporary name, renamed when done)."""
+    if not folder.is_dir():
+        return []
+    steps = [p for p in folder.iterdir() if p.name.isdigit() and (p / "state").is_dir()]
+    return sorted(steps, key=lambda p: int(p.name), reverse=True)
+
+
 def resolve_checkpoint(path: str | Path) -> Path:
     """A workdir (its best, else latest, checkpoint), a manager folder, or one step folder,
     named as the user typed it (relative to the current folder, or absolute)."""
-    path = Path(path).expanduser()
-    if (path / "state").is_dir() and (path / "meta").is_dir():
-        return path
-    for candidate in (path / "checkpoints" / "best", path / "checkpoints" / "latest", path):
-        steps = sorted((p for p in candidate.glob("*") if p.name.isdigit() and (p / "state").is_dir()),
-                       key=lambda p: int(p.name)) if candidate.is_dir() else []
-        if steps:
-            return steps[-1]
-    raise InputDataError(path, "checkpoint", "a workdir with checkpoints/best or a checkpoint step folder",
-                         "no finished checkpoint")
+    return checkpoint_candidates(path)[0]
 
 
 def read_checkpoint_meta(checkpoint: Path) -> dict:
@@ -85,8 +101,34 @@ def restore_inference_state(state_dir: Path, target: dict[str, Any]) -> dict[str
 
 
 def restore_for_inference(path: str | Path) -> Restored:
-    """Config, card, graph and inference variables of a workdir or checkpoint folder."""
-    checkpoint = resolve_checkpoint(path)
+    """Config, card, graph and inference variables of a workdir or checkpoint folder.
+
+    A damaged checkpoint (a truncated array file, a garbled JSON item) is skipped with a
+    one-line warning on stderr for the next one; none intact is one `InputDataError` line.
+    """
+    candidates = checkpoint_candidates(path)
+    reasons: list[str] = []
+    for checkpoint in candidates:
+        try:
+            restored = _restore_one(checkpoint)
+        except Exception as error:  # noqa: BLE001 - any failure to read it means it is unusable
+            if is_out_of_memory(error):
+                raise
+            ignore_abandoned_reads()
+            reasons.append(damage_reason(error))
+            continue
+        for damaged, reason in zip(candidates, reasons):  # only when one was intact
+            print(f"warning: checkpoint {damaged} is damaged ({reason}); using {checkpoint} instead",
+                  file=sys.stderr, flush=True)
+        return restored
+    if len(candidates) == 1:
+        raise InputDataError(candidates[0], "checkpoint", "an intact checkpoint", f"a damaged one ({reasons[0]})")
+    raise InputDataError(path, "checkpoints", "at least one intact checkpoint",
+                         f"{len(candidates)} damaged ({', '.join(str(c) for c in candidates)}); "
+                         f"the first: {reasons[0]}")
+
+
+def _restore_one(checkpoint: Path) -> Restored:
     meta = read_checkpoint_meta(checkpoint)
     config = ml_collections.ConfigDict(meta["config"])
     card = DatasetCard.from_json(json.dumps(meta["dataset_card"]))

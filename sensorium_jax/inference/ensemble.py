@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from sensorium_jax.data.card import DatasetCard
 from sensorium_jax.errors import InputDataError
 from sensorium_jax.inference.checkpoint import Variables
 from sensorium_jax.inference.inputs import Inputs
@@ -16,15 +17,30 @@ from sensorium_jax.inference.predictor import Predictor
 from sensorium_jax.models.base import ReadoutPositions
 
 
+def card_difference(first: DatasetCard, other: DatasetCard) -> str:
+    """Pure: the first way `other`'s mice or neurons differ from `first`'s ("" if none)."""
+    if other.names != first.names:
+        return f"mice {', '.join(other.names)} instead of {', '.join(first.names)}"
+    for a, b in zip(first.mice, other.mice):
+        if not np.array_equal(a.unit_ids, b.unit_ids):
+            return f"other unit ids for mouse {a.name} ({b.n_neurons} neurons, {a.n_neurons} expected)"
+    return ""
+
+
 class EnsemblePredictor:
     """The mean prediction of several predictors trained on the same mice and neurons."""
 
     def __init__(self, members: Sequence[Predictor]):
+        """Members must share mice and unit ids in the same order: their readouts are averaged
+        column by column, so any difference would mix different neurons."""
+        if not members:
+            raise InputDataError("--ensemble", "members", "at least one model", "none")
         first = members[0]
         for other in members[1:]:
-            if other.card.names != first.card.names or other.card.n_neurons != first.card.n_neurons:
+            difference = card_difference(first.card, other.card)
+            if difference:
                 raise InputDataError(other.source, "dataset_card", f"the mice and neurons of {first.source}",
-                                     "a different data set")
+                                     difference)
         self.members = tuple(members)
         self.card = first.card
         self.config = first.config

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import numpy as np
 
 from sensorium_jax.data.card import DatasetCard
@@ -16,13 +17,53 @@ from sensorium_jax.errors import InputDataError
 Inputs = dict[str, Any]  # video [B, T, H, W, 1], behavior [B, T, k], pupil_center [B, T, 2], mouse int32 [B]
 
 
+WHERE = "predict"  # what input errors name: the caller's arrays, not a file
+
+
+def mouse_index(card: DatasetCard, mouse: str | int) -> int:
+    """The card's index of a mouse given by name (or index); one line listing the known mice."""
+    known = ", ".join(card.names)
+    if isinstance(mouse, (int, np.integer)) and not isinstance(mouse, bool):
+        if not 0 <= int(mouse) < len(card.mice):
+            raise InputDataError(WHERE, "mouse", f"an index 0..{len(card.mice) - 1} or one of the model's mice "
+                                 f"({known})", int(mouse))
+        return int(mouse)
+    if mouse not in card.names:
+        raise InputDataError(WHERE, "mouse", f"one of the model's mice ({known})", repr(mouse))
+    return card.names.index(mouse)
+
+
 def check_shapes(card: DatasetCard, video: Any, behavior: Any, pupil_center: Any) -> None:
-    """Batched, time-major raw inputs of the card's frame shape and behaviour size."""
-    b, t = video.shape[:2]
-    expected = {"video": (b, t, *card.frame_shape), "behavior": (b, t, card.behavior_dim), "pupil_center": (b, t, 2)}
-    for name, array in (("video", video), ("behavior", behavior), ("pupil_center", pupil_center)):
-        if tuple(array.shape) != expected[name]:
-            raise InputDataError("predict", name, f"shape {expected[name]} (time-major)", tuple(array.shape))
+    """One trial (video [T, H, W], behavior [T, k], pupil_center [T, 2]) or a batch of them
+    ([B, T, ...]), of the card's frame shape and behaviour size, with equal B and T."""
+    h, w = card.frame_shape
+    if np.ndim(video) not in (3, 4) or tuple(np.shape(video)[-2:]) != (h, w):
+        raise InputDataError(WHERE, "video", f"[T, H, W] or [B, T, H, W] with H, W = {h}, {w} (the model's "
+                             f"frames, time-major)", f"shape {tuple(np.shape(video))}")
+    lead = tuple(np.shape(video)[:-2])  # (T,) or (B, T)
+    axes = "[T, {}]" if len(lead) == 1 else "[B, T, {}]"
+    for name, array, width in (("behavior", behavior, card.behavior_dim), ("pupil_center", pupil_center, 2)):
+        shape = tuple(np.shape(array))
+        if len(shape) != len(lead) + 1 or shape[-1] != width:
+            raise InputDataError(WHERE, name, f"{axes.format(width)} like the video's {list(lead) + ['H', 'W']}",
+                                 f"shape {shape}")
+        if shape[-2] != lead[-1]:
+            raise InputDataError(WHERE, name, f"{lead[-1]} frames (the video's)", f"{shape[-2]} frames")
+        if len(lead) == 2 and shape[0] != lead[0]:
+            raise InputDataError(WHERE, name, f"{lead[0]} trials (the video's)", f"{shape[0]} trials")
+
+
+def check_finite(**arrays: Any) -> None:
+    """Refuses NaN/inf in concrete inputs (one NaN pixel would silently turn output frames
+    into NaN); traced arrays (under jit or grad) are left to the caller."""
+    for name, array in arrays.items():
+        if isinstance(array, jax.core.Tracer):
+            continue
+        values = np.asarray(array)
+        if np.issubdtype(values.dtype, np.inexact) and not np.isfinite(values).all():
+            nan, inf = int(np.isnan(values).sum()), int(np.isinf(values).sum())
+            found = ", ".join(f"{count} {label}" for count, label in ((nan, "NaN"), (inf, "inf")) if count)
+            raise InputDataError(WHERE, name, "finite values", found)
 
 
 def pipeline_inputs(card: DatasetCard, video: Any, behavior: Any, pupil_center: Any, mouse: str | int, *,
@@ -33,10 +74,11 @@ def pipeline_inputs(card: DatasetCard, video: Any, behavior: Any, pupil_center: 
 
     Arrays stay of their kind (NumPy in, NumPy out; JAX in, JAX out) and differentiable.
     """
+    check_shapes(card, video, behavior, pupil_center)
+    check_finite(video=video, behavior=behavior, pupil_center=pupil_center)
+    index = mouse_index(card, mouse)
     if video.ndim == 3:
         video, behavior, pupil_center = video[None], behavior[None], pupil_center[None]
-    check_shapes(card, video, behavior, pupil_center)
-    index = card.index(mouse)
     if normalize:
         m = card.mice[index]
         video = (video - m.video_mean) / m.video_std

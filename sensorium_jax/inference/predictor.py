@@ -18,7 +18,8 @@ from flax import nnx
 
 from sensorium_jax.data.card import DatasetCard
 from sensorium_jax.inference.checkpoint import Variables
-from sensorium_jax.inference.inputs import Inputs, pipeline_inputs
+from sensorium_jax.evaluation.matching import neuron_order
+from sensorium_jax.inference.inputs import WHERE, Inputs, mouse_index, pipeline_inputs
 from sensorium_jax.models.base import ReadoutPositions
 from sensorium_jax.models.windows import predict_frames
 
@@ -46,7 +47,8 @@ class Predictor:
         return self.card.names
 
     def neuron_ids(self, mouse: str | int) -> np.ndarray:
-        return self.card.mice[self.card.index(mouse)].unit_ids
+        """The unit ids of the mouse's readouts, in the order of `predict`'s last axis."""
+        return self.card.mice[mouse_index(self.card, mouse)].unit_ids
 
     def readout_positions(self) -> ReadoutPositions:
         """Each neuron's readout position [M, Nmax, 2] in screen pixels (NumPy), or why none."""
@@ -77,6 +79,9 @@ class Predictor:
     def predict_normalized(self, batch: dict[str, np.ndarray]) -> np.ndarray:
         """Pipeline-layout batch (normalized, video [B, T, H, W, 1]) -> [B, T, Nmax] for every frame.
 
+        `batch["mouse"]` is the mouse's index in this model's card, not a store's: a store's
+        eval batches go through `evaluation.matching` (by name and unit id) first.
+
         The first frames are predicted by repeating the first input frame before the clip (a
         steady screen), so the output covers the whole trial; cores with a fixed clip length
         slide over the trial in windows.
@@ -97,15 +102,23 @@ class Predictor:
         *,
         raw_units: bool = False,
         normalized_inputs: bool = False,
+        unit_ids: np.ndarray | None = None,
     ) -> np.ndarray:
-        """One trial (video [T, H, W]) -> [T, N]; a batch ([B, T, H, W]) -> [B, T, N]."""
+        """One trial (video [T, H, W]) -> [T, N]; a batch ([B, T, H, W]) -> [B, T, N].
+
+        Neurons are in the order of `neuron_ids(mouse)`, or of `unit_ids` when given (matched
+        by id: a reordering or subset of the mouse's; unknown ids are refused).
+        Non-finite inputs and mismatched shapes are refused with one line (`InputDataError`).
+        """
         single = np.ndim(video) == 3
         video, behavior, pupil_center = (np.asarray(a, np.float32) for a in (video, behavior, pupil_center))
-        m = self.card.mice[self.card.index(mouse)]
+        m = self.card.mice[mouse_index(self.card, mouse)]
+        columns = np.arange(m.n_neurons) if unit_ids is None else neuron_order(
+            m.unit_ids, unit_ids, where=WHERE, mouse=m.name)
         batch = pipeline_inputs(self.card, video, behavior, pupil_center, mouse, normalize=not normalized_inputs)
-        out = self.predict_normalized(batch)[..., : m.n_neurons]
+        out = self.predict_normalized(batch)[..., columns]
         if raw_units:
-            out = out * m.response_scale
+            out = out * m.response_scale[columns]
         return out[0] if single else out
 
     def _model(self, variables: Variables, *, copy: bool = False) -> nnx.Module:

@@ -2,26 +2,41 @@
 
 Each checkpoint is self-contained: train state, input-iterator state, the host-side
 schedule state, the config and the dataset card travel together.
+
+A run killed mid-write, a full disk or a damaged file must not end a resume with a
+traceback while an intact checkpoint is there: `resume` tries them newest first (the two
+kept in `latest`, then `best`), warns in one line about each damaged one, and moves damaged
+ones newer than the one it used to `checkpoints/damaged/` (kept for inspection; orbax would
+refuse to save their step again).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
 import grain
+import jax
 import orbax.checkpoint as ocp
 
+from sensorium_jax.errors import InputDataError, is_out_of_memory
 from sensorium_jax.training.state import abstract_like
 
 LATEST = "latest"
 BEST = "best"
+DAMAGED = "damaged"
+KEEP_LATEST = 2  # an older one to fall back on when the newest was damaged
 
 
 def _manager(directory: Path, *, best: bool) -> ocp.CheckpointManager:
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=1,
+        max_to_keep=1 if best else KEEP_LATEST,
         enable_async_checkpointing=True,
+        cleanup_tmp_directories=True,  # what a run killed during a save left half-written
         best_fn=(lambda metrics: metrics["validation_correlation"]) if best else None,
         best_mode="max",
         create=True,
@@ -36,6 +51,16 @@ def _manager(directory: Path, *, best: bool) -> ocp.CheckpointManager:
     }
     # orbax wants absolute paths; the workdir the user typed may be relative to the current folder
     return ocp.CheckpointManager(directory.absolute(), options=options, item_handlers=handlers)
+
+
+@dataclasses.dataclass(frozen=True)
+class Resumed:
+    """What `Checkpoints.resume` restored, and from where."""
+
+    state: Any
+    meta: dict
+    step: int
+    directory: Path  # the step folder
 
 
 class Checkpoints:
@@ -61,7 +86,7 @@ class Checkpoints:
 
     def restore(self, kind: str, state_like: Any, iterator: Any = None, step: int | None = None) -> tuple[Any, dict]:
         """Restores into the shardings of `state_like`; the iterator is restored in place."""
-        manager = self.latest if kind == LATEST else self.best
+        manager = self._manager(kind)
         step = manager.latest_step() if step is None else step
         items = {
             "state": ocp.args.StandardRestore(abstract_like(state_like)),
@@ -72,6 +97,61 @@ class Checkpoints:
         restored = manager.restore(step, args=ocp.args.Composite(**items))
         return restored["state"], restored["meta"]
 
+    def resume(self, state_like: Any, iterator: Any) -> Resumed | None:
+        """The newest intact checkpoint of `latest` or `best` (None: there is none at all).
+
+        A damaged one is skipped with a one-line warning; none intact is one `InputDataError` line.
+        The best checkpoint has no iterator item: batches are a pure function of (seed, step),
+        so the iterator is set to that step (`iterator_at_step`).
+        """
+        candidates = sorted(((step, kind) for kind in (LATEST, BEST) for step in self._manager(kind).all_steps()),
+                            key=lambda c: (-c[0], c[1] != LATEST))
+        damaged: list[tuple[int, str]] = []
+        reasons: list[str] = []
+        for step, kind in candidates:
+            try:
+                state, meta = self.restore(kind, state_like, iterator if kind == LATEST else None, step)
+                if kind != LATEST and iterator is not None:
+                    iterator_at_step(iterator, step)
+            except Exception as error:  # noqa: BLE001 - any failure to read it means it is unusable
+                if is_out_of_memory(error):
+                    raise
+                ignore_abandoned_reads()
+                damaged.append((step, kind))
+                reasons.append(damage_reason(error))
+                continue
+            for (bad_step, bad_kind), reason in zip(damaged, reasons):  # only when one was intact
+                _warn(f"checkpoint {self.root / bad_kind / str(bad_step)} is damaged ({reason}); "
+                      f"resuming from {kind}/{step} instead")
+            self._set_aside([(s, k) for s, k in damaged if s >= step])
+            return Resumed(state, meta, step, self.root / kind / str(step))
+        if not candidates:
+            return None
+        raise InputDataError(self.root, "checkpoints", "at least one intact checkpoint to resume from",
+                             f"{len(candidates)} damaged ({', '.join(f'{k}/{s}' for s, k in candidates)}; "
+                             f"the newest: {reasons[0]}); move the workdir aside to start over")
+
+    def _manager(self, kind: str) -> ocp.CheckpointManager:
+        return self.latest if kind == LATEST else self.best
+
+    def _set_aside(self, damaged: list[tuple[int, str]]) -> None:
+        """Moves damaged steps out of their manager (orbax would refuse to save their step again)."""
+        if not damaged:
+            return
+        if jax.process_index() == 0:
+            (self.root / DAMAGED).mkdir(exist_ok=True)
+            for step, kind in damaged:
+                target = self.root / DAMAGED / f"{kind}-{step}"
+                if target.exists():
+                    shutil.rmtree(target)
+                (self.root / kind / str(step)).rename(target)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices("sensorium_jax_checkpoints_set_aside")
+        self.latest.reload()
+        self.best.reload()
+
     def wait(self) -> None:
         self.latest.wait_until_finished()
         self.best.wait_until_finished()
@@ -79,6 +159,59 @@ class Checkpoints:
     def close(self) -> None:
         self.latest.close()
         self.best.close()
+
+
+def ignore_abandoned_reads() -> None:
+    """After a failed restore, orbax's asynchronous tensorstore reads of the damaged checkpoint
+    still finish in the background and report to an event loop that is already closed; Python
+    prints each as an unraisable "Event loop is closed" traceback, which would bury the one-line
+    warning. Those two unraisable errors are dropped from then on; any other still prints."""
+    previous = sys.unraisablehook
+    if getattr(previous, "ignores_abandoned_reads", False):
+        return
+
+    def hook(unraisable: Any) -> None:
+        if not _is_abandoned_read(unraisable.exc_value):
+            previous(unraisable)
+
+    hook.ignores_abandoned_reads = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
+def _is_abandoned_read(error: BaseException | None) -> bool:
+    """Whether an error or its causes is a cancelled read (GeneratorExit) or a callback to the
+    closed event loop."""
+    seen = 0
+    while error is not None and seen < 8:
+        if isinstance(error, GeneratorExit) or "Event loop is closed" in str(error):
+            return True
+        error, seen = error.__cause__ or error.__context__, seen + 1
+    return False
+
+
+def iterator_at_step(iterator: Any, step: int) -> None:
+    """Sets a training iterator to the batch of `step` (its state is the next step's index)."""
+    raw = iterator.get_state()  # bytes of JSON (`DevicePrefetcher`) or a dict (grain's own iterator)
+    state = json.loads(raw) if isinstance(raw, (bytes, str)) else dict(raw)
+    if "next_index" not in state:
+        raise ValueError(f"cannot position the input iterator from its state {state!r}")
+    state["next_index"] = int(step)
+    iterator.set_state(json.dumps(state).encode() if isinstance(raw, (bytes, str)) else state)
+
+
+def damage_reason(error: BaseException) -> str:
+    """The first line of the innermost cause: orbax wraps tensorstore's clear message in a vague one."""
+    while error.__cause__ is not None or error.__context__ is not None:
+        error = error.__cause__ or error.__context__
+    text = str(error).strip().splitlines()
+    line = text[0] if text else ""
+    line = f"{type(error).__name__}: {line}" if line else type(error).__name__
+    return line if len(line) <= 300 else line[:297] + "..."
+
+
+def _warn(message: str) -> None:
+    if jax.process_index() == 0:
+        print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def _jsonable(value: Any) -> Any:

@@ -17,6 +17,7 @@ import optax
 from flax import nnx
 from tqdm.auto import tqdm
 
+from sensorium_jax.config_checks import ConfigError, global_batch_problems, validate_config
 from sensorium_jax.data.datasets import open_training_store, oracle_ceiling
 from sensorium_jax.data.pipeline import make_train_dataset
 from sensorium_jax.data.store import Store
@@ -33,9 +34,11 @@ from sensorium_jax.training.schedules import (
 )
 from sensorium_jax.training.augment import cutmix
 from sensorium_jax.training.device_prefetch import DevicePrefetcher
+from sensorium_jax.training.interrupts import StopRequest, TrainingInterrupted
 from sensorium_jax.training.state import TrainState, create_train_state, uses_ema
 from sensorium_jax.training.steps import Augment, make_predict_step, make_train_step
 from sensorium_jax.training.validation import ShardedPredictor, validation_score
+from sensorium_jax.training.workdir import WorkdirLock, check_resumable
 
 
 @dataclasses.dataclass
@@ -137,16 +140,44 @@ def train_and_evaluate(
     config: ml_collections.ConfigDict,
     workdir: str | Path,
     on_step: Callable[[int], None] | None = None,
+    interrupt: StopRequest | None = None,
 ) -> TrainingSummary:
-    """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one."""
-    started = time.time()
+    """Trains `config` in `workdir`, resuming from its latest checkpoint if there is one.
+
+    Nothing is read, generated or written before the whole config is checked (`ConfigError`),
+    the workdir is locked for the run (process 0) and a resume is refused when the config
+    changed in a way the checkpoints cannot follow. On SIGINT/SIGTERM (or `interrupt.request()`)
+    the current step finishes, `latest` is saved and `TrainingInterrupted` is raised.
+    """
+    validate_config(config)
     workdir = Path(workdir)
+    lock = WorkdirLock(workdir) if jax.process_index() == 0 else None
+    if lock is not None:
+        lock.acquire()
+    try:
+        check_resumable(workdir, json.loads(config.to_json_best_effort()))
+        return _train_locked(config, workdir, on_step, interrupt or StopRequest())
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train_locked(
+    config: ml_collections.ConfigDict,
+    workdir: Path,
+    on_step: Callable[[int], None] | None,
+    interrupt: StopRequest,
+) -> TrainingSummary:
+    started = time.time()
     workdir.mkdir(parents=True, exist_ok=True)
     is_main = jax.process_index() == 0
 
     store = open_training_store(config.data)
     card = store.card()
     mice = card.names
+    batch_problems = global_batch_problems(config, len(mice), jax.device_count(), jax.process_count())
+    if batch_problems:
+        raise ConfigError(batch_problems)
     if is_main:
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
         (workdir / "dataset_card.json").write_text(card.to_json())
@@ -159,15 +190,17 @@ def train_and_evaluate(
 
     checkpoints = checkpointing.Checkpoints(workdir)
     plateau = PlateauState()
-    if checkpoints.latest_step() is not None:
-        state, meta = checkpoints.restore(checkpointing.LATEST, state, iterator)
+    resumed = checkpoints.resume(state, iterator)  # the newest intact one; None: a fresh run
+    if resumed is not None:
+        state, meta = resumed.state, resumed.meta
         plateau = PlateauState(**meta["plateau"])
         if is_main:
-            print(f"Resuming from step {int(state.step)} in {checkpoints.root / checkpointing.LATEST}")
+            print(f"Resuming from step {resumed.step} in {resumed.directory}")
 
     train_step = setup.train_step
     predict_step = make_predict_step(graphdef, mesh)
     writer = MetricsWriter(workdir)
+    writer.drop_after(int(state.step))  # what a killed run logged after its checkpoint comes again
     eval_every = int(config.train.eval_every)
 
     def evaluate(current) -> tuple[float, dict[str, float]]:
@@ -209,6 +242,8 @@ def train_and_evaluate(
     pending_losses = []
     window_start, window_steps = time.time(), 0
     stopped_early = False
+    saved_step = int(state.step)
+    interrupt.install()
     try:
         while step < total_steps:
             batch = next(iterator)
@@ -252,6 +287,7 @@ def train_and_evaluate(
                 progress.write(f"step {step}: validation correlation {score:.4f} (best {plateau.best:.4f})")
                 meta = checkpoint_meta(plateau)
                 checkpoints.save(checkpointing.LATEST, step, state, iterator, meta, score)
+                saved_step = step
                 if improved:
                     checkpoints.save(checkpointing.BEST, step, state, None, meta, score)
                 if stop:
@@ -259,7 +295,14 @@ def train_and_evaluate(
                     progress.write(f"early stopping at step {step}: no improvement after "
                                    f"{plateau.reductions} learning-rate reductions")
                     break
+            if interrupt.should_stop(step, int(config.train.log_every)):
+                if saved_step != step:
+                    checkpoints.save(checkpointing.LATEST, step, state, iterator, checkpoint_meta(plateau), None)
+                raise TrainingInterrupted(f"interrupted at step {step}; checkpoint saved in "
+                                          f"{checkpoints.root / checkpointing.LATEST}; "
+                                          "rerun the same command to resume")
     finally:
+        interrupt.restore()
         progress.close()
         checkpoints.wait()
 

@@ -51,15 +51,22 @@ def _scores(folder: Path, indices: np.ndarray, stimulus_ids: np.ndarray, skip: i
         groups.setdefault(stimulus_ids[i], []).append(int(i))
     single, average = PearsonAccumulator(), PearsonAccumulator()
     for members in groups.values():
-        common = min(_response_length(folder, i) for i in members)
-        sum_rate = sum_response = 0.0
+        # Frame by frame over the repeats that have the frame (the definition
+        # `sensorium_jax.metrics.correlation_to_average` scores models with): repeats of unequal
+        # length all count, none is cut to the shortest.
+        frames = max(max(_response_length(folder, i) for i in members) - skip, 0)
+        sum_rate, sum_response, count = 0.0, 0.0, np.zeros(frames)
         for i in members:  # one trial in memory at a time
             rate, response = read_rate_and_response(folder, i)
             length = _length(response)
             single.update(rate[:, skip:length], response[:, skip:length])
-            sum_rate = sum_rate + rate[:, skip:common]
-            sum_response = sum_response + response[:, skip:common]
-        average.update(sum_rate / len(members), sum_response / len(members))
+            kept = max(length - skip, 0)
+            pad = ((0, 0), (0, frames - kept))
+            sum_rate = sum_rate + np.pad(rate[:, skip:length], pad)
+            sum_response = sum_response + np.pad(response[:, skip:length], pad)
+            count[:kept] += 1
+        if frames:
+            average.update(sum_rate / count, sum_response / count)
     return {
         "single_trial_correlation": float(np.mean(single.correlation())),
         "correlation_to_average": float(np.mean(average.correlation())),
