@@ -10,7 +10,8 @@ Paths are relative to the current folder. Re-running the same command resumes fr
 workdir's latest checkpoint; Ctrl-C (or SIGTERM) saves one at the current step first. Every
 config value is checked before any work, one line per problem. Exit statuses: 0 done, 2 bad input
 (config, data, a workdir another training holds or a config its checkpoints cannot resume), 3 out
-of memory, 4 the loss became NaN/inf, 130 interrupted (README.md, "Exit statuses").
+of memory, 4 the loss became NaN/inf, 5 disk full, 6 a peer of a multi-process run stopped
+answering, 130 interrupted (README.md, "Exit statuses").
 """
 
 from __future__ import annotations
@@ -50,8 +51,10 @@ def main(argv: list[str]) -> None:
     del argv
     if not FLAGS.verbose:
         logging.set_verbosity(logging.WARNING)  # orbax logs every save and wait at INFO
-    from sensorium_jax import distributed
+    from sensorium_jax import distributed, supervisor
 
+    if (FLAGS.coordinator or FLAGS.num_processes > 1) and not supervisor.is_supervised():
+        supervisor.run_supervised(FLAGS.process_id, distributed.heartbeat_timeout())
     distributed.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
 
     from sensorium_jax.errors import run_cli

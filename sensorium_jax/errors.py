@@ -7,6 +7,7 @@ Exit statuses (documented in README.md, "Exit statuses"):
     3    out of memory (XLA's RESOURCE_EXHAUSTED): one line with what to change
     4    the training loss became NaN/inf (`NonFiniteLossError`); the last good checkpoint is kept
     5    the disk is full (no space left while writing); checkpoints written before are kept
+    6    another process of a multi-process run stopped answering (`sensorium_jax.supervisor`)
     130  interrupted (Ctrl-C)
 """
 
@@ -45,6 +46,7 @@ INPUT_ERROR_EXIT = 2
 OUT_OF_MEMORY_EXIT = 3
 NON_FINITE_LOSS_EXIT = 4
 DISK_FULL_EXIT = 5
+PEER_LOST_EXIT = 6
 INTERRUPTED_EXIT = 130
 
 OUT_OF_MEMORY_HINT = (
