@@ -38,13 +38,11 @@ class ConfigError(InputDataError):
 # --------------------------------------------------------------------------- helpers
 
 
+_ABSENT = object()
+
+
 def _missing(config: Any, key: str) -> bool:
-    node = config
-    for part in key.split("."):
-        if not hasattr(node, "keys") or part not in node:
-            return True
-        node = node[part]
-    return False
+    return _get(config, key, _ABSENT) is _ABSENT
 
 
 def _get(config: Any, key: str, default: Any = None) -> Any:
