@@ -3,6 +3,7 @@
     python evaluate.py --workdir runs/quickstart
     python evaluate.py --workdir runs/a --ensemble runs/b,runs/c --submission
     python evaluate.py --workdir runs/a --store /data/store --tiers oracle,live_test_main
+    python evaluate.py --workdir runs/dwiseneuro --window_rule centred --out runs/dwiseneuro/eval_centred
 
 Every registered evaluator (sensorium_jax.evaluation.evaluators) is computed on every tier it
 applies to. Paths are taken relative to the current folder. Another store's mice are matched to
@@ -32,6 +33,9 @@ def define_flags() -> None:
     flags.DEFINE_integer("burn_in", None, "Frames dropped per trial (default: the training config's).")
     flags.DEFINE_integer("batch_size", 8, "Trials per prediction batch.")
     flags.DEFINE_bool("submission", False, "Also write the competition parquet/zip files.")
+    flags.DEFINE_enum("window_rule", "", ["", "centred", "stride1_mean"],
+                      "How models with a fixed clip length combine windows over a trial (default: the "
+                      "model's own): 'centred' or 'stride1_mean'.")
 
 
 def _absolute(path: str | Path) -> Path:
@@ -48,19 +52,26 @@ def evaluate(
     burn_in: int | None = None,
     batch_size: int = 8,
     submission: bool = False,
+    window_rule: str = "",
 ) -> dict:
     """Loads the model(s), scores them with every registered evaluator and writes the report into
-    `out` (default WORKDIR/evaluation); returns report.json's content."""
-    from sensorium_jax.data.datasets import open_training_store
-    from sensorium_jax.data.store import open_store
+    `out` (default WORKDIR/evaluation); returns report.json's content. `window_rule` (when set)
+    replaces each model's own rule for combining fixed-length windows over a trial."""
+    from sensorium_jax.data.datasets import open_normalized_store, open_training_store
     from sensorium_jax.evaluation.report import run_evaluation
+    from sensorium_jax.evaluation.scoring import WindowedPredictor
     from sensorium_jax.inference import EnsemblePredictor, load
 
     workdir = _absolute(workdir)
     members = [load(path) for path in [workdir, *map(_absolute, ensemble)]]
+    mode = members[0].card.normalization  # batches normalized as the (first) model was trained
+    if window_rule:
+        members = [WindowedPredictor(member, window_rule) for member in members]
     predictor = members[0] if len(members) == 1 else EnsemblePredictor(members)
     config = members[0].config
-    scored_store = open_store(_absolute(store)) if store else open_training_store(config.data)
+    # The tiers as stored, even for a model trained on cross-validation folds.
+    scored_store = open_normalized_store(_absolute(store), mode) if store else \
+        open_training_store(config.data, mode, folds=False)
     if burn_in is None:
         burn_in = config.train.get("burn_in")  # None: the data kind's
     out = _absolute(out) if out else workdir / "evaluation"
@@ -79,7 +90,8 @@ def main(argv: Sequence[str]) -> None:
     from sensorium_jax.errors import run_cli
 
     run_cli(evaluate, FLAGS.workdir, ensemble=FLAGS.ensemble, store=FLAGS.store, tiers=FLAGS.tiers or None,
-            out=FLAGS.out, burn_in=FLAGS.burn_in, batch_size=FLAGS.batch_size, submission=FLAGS.submission)
+            out=FLAGS.out, burn_in=FLAGS.burn_in, batch_size=FLAGS.batch_size, submission=FLAGS.submission,
+            window_rule=FLAGS.window_rule)
 
 
 if __name__ == "__main__":

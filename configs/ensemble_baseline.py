@@ -1,5 +1,10 @@
 """The SENSORIUM 2023 ensembled baseline: the factorized baseline from 14 seeds, trained as
-one program (members stacked along a leading axis; prediction = the members' mean).
+one program (members stacked along a leading axis; prediction = the members' mean, each member
+with its own best parameters).
+
+Member k is the separate run of the member config with seed `seed + k` (seed 0: member k is
+the run with seed k): its initialisation, batches, augmentations, plateau schedule, early stop
+and best parameters are that run's (`sensorium_jax.models.ensemble`, `training.loop`).
 
     python train.py --config configs/ensemble_baseline.py --workdir runs/ensemble \
         --config.data.store=/path/to/store [--config.model.members=4]

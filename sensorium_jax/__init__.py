@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from sensorium_jax import backend_flags as _backend_flags  # noqa: F401  (XLA flags before any backend starts)
+
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # importing JAX and the models is left to the first `load`

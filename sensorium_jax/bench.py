@@ -3,6 +3,8 @@
     python -m sensorium_jax.bench --config configs/smoke.py --steps 20 --json bench.json
     python -m sensorium_jax.bench --config configs/quickstart.py --sweep batch_size=2,4,8
     XLA_FLAGS=--xla_force_host_platform_device_count=8 python -m sensorium_jax.bench ...
+    python -m sensorium_jax.bench --suite --out bench_suite    # the accelerator suite (one GPU, ~8 min)
+    python -m sensorium_jax.bench --suite --tiny --out /tmp/s  # the same, tiny shapes, on CPU in ~1 min
 
 Runs on every device JAX sees, with the same model, state, step and data pipeline as
 `train.py`. Prints a table; `--json OUT` writes the same figures with the machine and config
@@ -29,6 +31,12 @@ flags.DEFINE_string("json", "", "Write the figures as JSON to this file.")
 flags.DEFINE_string("sweep", "", "key=v1,v2,...: one training measurement per value "
                     "(batch_size: the global batch's knob).")
 flags.DEFINE_string("metric_shape", "10,300,8000", "trials,frames,neurons of the metric kernel's synthetic data.")
+flags.DEFINE_bool("suite", False, "Run the accelerator suite instead (every zoo model at competition "
+                  "scale, pipeline, metric kernel, inference; see sensorium_jax/benchmarking/suite.py); "
+                  "--config is not used.")
+flags.DEFINE_bool("tiny", False, "With --suite: tiny networks and shapes (CPU, tests).")
+flags.DEFINE_string("out", "bench_suite", "With --suite: folder for suite.json and suite.md.")
+flags.DEFINE_float("budget_s", 0.0, "With --suite: seconds after which what is left is skipped (0: the default).")
 flags.DEFINE_integer("inference_rounds", 3, "Timed predict calls after the compiling one "
                      "(0: skip inference, for models whose whole trials take minutes here).")
 
@@ -88,6 +96,14 @@ def main(argv: list[str]) -> None:
     from sensorium_jax.benchmarking.report import format_report
     from sensorium_jax.errors import run_cli
 
+    if FLAGS.suite:
+        from sensorium_jax.benchmarking.suite import run_suite
+
+        report = run_suite(Path(FLAGS.out), tiny=FLAGS.tiny, budget_s=FLAGS.budget_s or None,
+                           log=lambda m: print(m, file=sys.stderr, flush=True))
+        print((Path(FLAGS.out) / "suite.md").read_text())
+        print(f"wrote {Path(FLAGS.out) / 'suite.json'} ({report['seconds']:.0f} s)", file=sys.stderr)
+        return
     config_flag = FLAGS["config"]
     overrides = [f"--config.{k}={v}" for k, v in config_flags.get_override_values(config_flag).items()]
     report = run_cli(

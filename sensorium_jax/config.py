@@ -28,14 +28,26 @@ def base_config() -> ml_collections.ConfigDict:
     data.cache_dir = ""  # empty: $XDG_CACHE_HOME/sensorium_jax or ~/.cache/sensorium_jax
     data.clip_length = 80
     data.clips_per_mouse = 8
-    data.mouse_sampling = "all"  # "all": every mouse in every batch; "uniform": mice drawn uniformly
+    # "all": every mouse in every batch; "uniform": mice drawn uniformly; "round": every mouse's
+    # clips, one forward/backward per mouse (BatchNorm per mouse) and one step on the summed gradients
+    data.mouse_sampling = "all"
     data.batch_size = 0  # with mouse_sampling="uniform": clips per batch
     data.train_tiers = ("train",)
     data.validation_tier = "oracle"
+    # Cross-validation folds over the labelled trials, grouped by stimulus (sensorium_jax.data.folds):
+    # fold k >= 0 trains on the other folds and validates on fold k (train_tiers and
+    # validation_tier are then set from it); -1: the tiers as stored.
+    data.fold = -1
+    data.n_folds = 7
+    data.fold_tiers = ("train", "oracle")  # the labelled tiers the folds split
     data.eval_batch_size = 8
     data.read_threads = 2
     data.prefetch = 2  # batches read ahead (>= read_threads); memory ~ batch bytes x (prefetch + 2)
     data.device_prefetch = 2  # global batches placed on the devices ahead of the step (0: none)
+    # How inputs and responses are normalized (sensorium_jax.data.normalization): "auto" (per
+    # frame where the source has per-frame statistics, else per neuron), "per_neuron",
+    # "per_frame", or "none" (raw inputs and targets; submissions still divided by the std).
+    data.normalization = "auto"
 
     config.model = ml_collections.ConfigDict()  # filled from the model registry's defaults
 
@@ -50,14 +62,29 @@ def base_config() -> ml_collections.ConfigDict:
     schedule.plateau_factor = 0.3
     schedule.plateau_patience = 5
     schedule.max_reductions = 4  # early stopping after this many reductions without progress
+    # "simple": reduce after `plateau_patience` bad evaluations, stop at the first plateau after
+    # `max_reductions`; "reference": the SENSORIUM 2023 trainer (restore after `plateau_patience`
+    # bad evaluations, stop at the `max_reductions`-th; the rate drops one evaluation later).
+    schedule.plateau_rule = "simple"
+    schedule.plateau_threshold = 1e-6  # an improvement is a score above the best by more than this
+    schedule.min_learning_rate = 0.0  # the plateau schedule's floor
+    schedule.restore_best = False  # at each plateau, continue from the best parameters
     schedule.warmup_steps = 0
     schedule.end_learning_rate = 0.0
 
     config.train = train = ml_collections.ConfigDict()
     train.steps = 2000
     train.eval_every = 100  # steps between validations ("epochs" for the plateau schedule)
+    # In epochs of the training clips instead (0: use the step counts above); resolved to steps
+    # once the store is open (one epoch: the steps that draw each mouse's training trials once).
+    train.max_epochs = 0
+    train.eval_every_epochs = 0
     train.log_every = 10
     train.loss = "poisson"
+    # "mean": the loss averaged over valid entries; "reference": the SENSORIUM 2023 trainer's
+    # sum over entries, each mouse's clips times sqrt(its trials / its clips in the batch)
+    # (see models/losses.py LossScale). The model's penalty is scaled alike in both.
+    train.loss_scale = "mean"
     train.burn_in = BURN_IN_FRAMES  # frames dropped from each trial before scoring
     # The evaluator (sensorium_jax.evaluation.evaluators) whose primary score validation reports and
     # the plateau schedule and the best checkpoint follow.

@@ -90,8 +90,9 @@ def _one_of(config: Any, key: str, allowed: Sequence[str]) -> Problems:
 
 
 def data_problems(config: ml_collections.ConfigDict) -> Problems:
-    """`config.data`: sizes, sampling, the synthetic preset and the tiers of the data kinds."""
+    """`config.data`: sizes, sampling, normalization mode, the synthetic preset and the tiers."""
     from sensorium_jax.data.kinds import KINDS, UNSCORED_TIERS
+    from sensorium_jax.data.normalization import MODES
     from sensorium_jax.data.sampling import MOUSE_SAMPLING
     from sensorium_jax.data.synthetic.presets import PRESETS
 
@@ -100,6 +101,7 @@ def data_problems(config: ml_collections.ConfigDict) -> Problems:
     problems += _int_at_least(config, ["data.batch_size", "data.prefetch", "data.device_prefetch",
                                        "data.synthetic_seed", "data.synthetic_mice"], 0)
     problems += _one_of(config, "data.mouse_sampling", MOUSE_SAMPLING)
+    problems += _one_of(config, "data.normalization", MODES)
     if _get(config, "data.mouse_sampling") == "uniform" and _get(config, "data.batch_size") == 0:
         problems.append(_problem("data.batch_size", 0, "a positive number of clips with data.mouse_sampling='uniform'"))
     store = _get(config, "data.store", "")
@@ -115,7 +117,20 @@ def data_problems(config: ml_collections.ConfigDict) -> Problems:
     if isinstance(train_tiers, str) or not train_tiers or any(t not in all_tiers for t in train_tiers):
         problems.append(_problem("data.train_tiers", train_tiers,
                                  "a non-empty list of tiers from " + ", ".join(map(repr, all_tiers))))
-    return problems
+    return problems + fold_problems(config, all_tiers)
+
+
+def fold_problems(config: ml_collections.ConfigDict, all_tiers: Sequence[str]) -> Problems:
+    """`data.fold` in -1 .. n_folds - 1 (with at least 2 folds) and stored tiers to split."""
+    fold, n_folds = _get(config, "data.fold", -1), _get(config, "data.n_folds", 7)
+    if not _is_int(n_folds) or n_folds < 2:
+        return [_problem("data.n_folds", n_folds, "an integer >= 2")]
+    if not _is_int(fold) or not -1 <= fold < n_folds:
+        return [_problem("data.fold", fold, f"-1 (the tiers as stored) or a fold in 0..{n_folds - 1}")]
+    labelled = _get(config, "data.fold_tiers", ("train", "oracle"))
+    if isinstance(labelled, str) or not labelled or any(t not in all_tiers for t in labelled):
+        return [_problem("data.fold_tiers", labelled, "a non-empty list of tiers from " + ", ".join(map(repr, all_tiers)))]
+    return []
 
 
 def model_problems(config: ml_collections.ConfigDict) -> Problems:
@@ -136,17 +151,23 @@ def model_problems(config: ml_collections.ConfigDict) -> Problems:
 
 
 def optimization_problems(config: ml_collections.ConfigDict) -> Problems:
-    """`optimizer`, `schedule`, `train.loss`, `train.ema_decay`: names the code knows, sane numbers."""
+    """`optimizer`, `schedule`, `train.loss`, `train.ema_decay`, the epoch counts: names the code
+    knows, sane numbers."""
     import optax
 
     from sensorium_jax.models.losses import LOSSES
-    from sensorium_jax.training.schedules import learning_rate_schedule, make_optimizer
+    from sensorium_jax.training.schedules import PLATEAU_RULES, learning_rate_schedule, make_optimizer
 
     problems = _number_in(config, "schedule.learning_rate", lambda v: v > 0, "a number > 0")
     problems += _number_in(config, "schedule.end_learning_rate", lambda v: v >= 0, "a number >= 0")
     problems += _number_in(config, "schedule.plateau_factor", lambda v: 0 < v <= 1, "a number in (0, 1]")
     problems += _int_at_least(config, ["schedule.plateau_patience", "schedule.max_reductions",
-                                       "schedule.warmup_steps"], 0)
+                                       "schedule.warmup_steps", "train.max_epochs", "train.eval_every_epochs"], 0)
+    problems += _one_of(config, "schedule.plateau_rule", PLATEAU_RULES)
+    problems += _number_in(config, "schedule.plateau_threshold", lambda v: v >= 0, "a number >= 0")
+    problems += _number_in(config, "schedule.min_learning_rate", lambda v: v >= 0, "a number >= 0 (0: no floor)")
+    if _get(config, "schedule.plateau_rule") == "reference" and _get(config, "schedule.plateau_patience") == 0:
+        problems.append(_problem("schedule.plateau_patience", 0, "at least 1 with schedule.plateau_rule='reference'"))
     problems += _number_in(config, "optimizer.weight_decay", lambda v: v >= 0, "a number >= 0")
     problems += _number_in(config, "optimizer.grad_clip_norm", lambda v: v >= 0, "a number >= 0 (0: no clipping)")
     problems += _number_in(config, "train.ema_decay", lambda v: 0 <= v < 1, "a number with 0 <= ema_decay < 1")
@@ -171,12 +192,14 @@ def optimization_problems(config: ml_collections.ConfigDict) -> Problems:
 
 
 def train_problems(config: ml_collections.ConfigDict) -> Problems:
-    """`config.train`: positive step counts, the validation metric and CutMix."""
+    """`config.train`: positive step counts, the validation metric, the loss scale and CutMix."""
     from sensorium_jax.evaluation.evaluators import evaluator_names
+    from sensorium_jax.models.losses import LOSS_SCALES
 
     problems = _int_at_least(config, ["train.steps", "train.eval_every", "train.log_every"], 1)
     problems += _int_at_least(config, ["train.burn_in", "seed"], 0)
     problems += _one_of(config, "train.validation_metric", evaluator_names())
+    problems += _one_of(config, "train.loss_scale", LOSS_SCALES)
     problems += _number_in(config, "train.cutmix.probability", lambda v: 0 <= v <= 1, "a number in [0, 1]")
     if _get(config, "train.cutmix.probability"):
         problems += _number_in(config, "train.cutmix.alpha", lambda v: v > 0, "a number > 0")

@@ -1,12 +1,14 @@
-"""CutMix inside the step: partners of the same mouse, boxes, targets mixed by area."""
+"""CutMix inside the step: partners of the same mouse, boxes (on the model's padded canvas),
+targets mixed by area, the partner's behaviour and pupil handed to the model."""
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from sensorium_jax.training.augment import cutmix, cutmix_boxes, draw_partners
+from sensorium_jax.training.augment import CUTMIX_BOX, crop_centred, cutmix, cutmix_boxes, draw_partners
 
 
 def make_batch(mice, frames=5, height=12, width=16, neurons=6, seed=0):
@@ -56,9 +58,11 @@ def test_cutmix_pastes_partner_pixels_and_mixes_targets_by_area():
         area = inside.mean()
         expected = (1 - area) * np.asarray(batch["responses"][i]) + area * np.asarray(batch["responses"][int(partner[i])])
         np.testing.assert_allclose(np.asarray(mixed["responses"][i]), expected, rtol=1e-6, atol=1e-6)
-    # the clip of mouse 2 has no partner and is untouched; behaviour is never cut
+    # the clip of mouse 2 has no partner and is untouched; behaviour stays one number per frame
+    # (the partner's values travel beside it, for models that paste maps)
     np.testing.assert_array_equal(out[4], video[4])
     np.testing.assert_array_equal(np.asarray(mixed["behavior"]), np.asarray(batch["behavior"]))
+    np.testing.assert_array_equal(np.asarray(mixed[CUTMIX_BOX]), boxes)
     assert boxes[:4].any(), "with probability 1 some clip must be mixed"
 
 
@@ -74,3 +78,29 @@ def test_cutmix_jits():
     run = jax.jit(lambda b, k: cutmix(b, k, probability=0.5, alpha=1.0))
     out = run(batch, jax.random.key(1))
     assert out["video"].shape == batch["video"].shape
+
+
+def test_box_drawn_on_the_padded_canvas():
+    """As the reference: the box lives on the model's padded frame (canvas); the video, centred
+    in it, takes the box's part over its pixels; targets mix by the box's share of the canvas."""
+    batch = make_batch([0, 0, 0, 1, 1], height=12, width=16)
+    key = jax.random.key(7)
+    mixed = cutmix(batch, key, probability=1.0, alpha=1.0, canvas=(20, 22))
+    k_partner, _, k_box = jax.random.split(key, 3)
+    partner, has = (np.asarray(a) for a in draw_partners(k_partner, batch["mouse"]))
+    boxes = np.asarray(cutmix_boxes(k_box, 5, 20, 22, 1.0)) & has[:, None, None]
+    np.testing.assert_array_equal(np.asarray(mixed[CUTMIX_BOX]), boxes)
+    video = np.asarray(batch["video"])
+    for i in range(5):
+        inside = boxes[i, 4:16, 3:19]  # the 12 x 16 frame sits at rows 4.., columns 3.. of 20 x 22
+        expected = np.where(inside[None, :, :, None], video[partner[i]], video[i])
+        np.testing.assert_array_equal(np.asarray(mixed["video"][i]), expected)
+        area = boxes[i].mean()
+        want = (1 - area) * np.asarray(batch["responses"][i]) + area * np.asarray(batch["responses"][partner[i]])
+        np.testing.assert_allclose(np.asarray(mixed["responses"][i]), want, rtol=1e-6, atol=1e-6)
+    for key_name in ("behavior", "pupil_center"):
+        np.testing.assert_array_equal(np.asarray(mixed[f"{key_name}_partner"]),
+                                      np.asarray(batch[key_name])[partner])
+    np.testing.assert_array_equal(np.asarray(crop_centred(jnp.asarray(boxes), 12, 16)), boxes[:, 4:16, 3:19])
+    with pytest.raises(ValueError, match="canvas"):
+        cutmix(batch, key, probability=1.0, alpha=1.0, canvas=(10, 22))

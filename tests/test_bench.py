@@ -234,3 +234,92 @@ def test_training_figures_match_a_timed_loop(smoke_config):
     jax.block_until_ready(metrics)
     timed = 8 * steps / (time.perf_counter() - started)
     assert timed / 3 < t["clips_per_second"] < timed * 3, (timed, t["clips_per_second"])
+
+
+# --------------------------------------------------------------------------- CPU forms and flags
+
+
+def test_factorized_forms_give_the_plain_convolutions_values_and_gradients():
+    """Every form `kernels.factorized_conv` may pick (per layer width in "folded") computes
+    the 3D convolution's values and gradients, narrow and wide layers alike."""
+    import jax
+    import numpy as np
+
+    from sensorium_jax.models import kernels
+
+    wide = kernels.WIDE_TEMPORAL
+    assert kernels.temporal_form("folded", wide, wide) == "matmul"
+    assert kernels.temporal_form("folded", 8, wide) == "folded"
+    assert kernels.temporal_form("matmul", 8, 8) == "matmul" and kernels.temporal_form("native", wide, wide) == "native"
+    cases = [((1, 3, 3, 4, wide), "SAME"), ((3, 1, 1, wide, wide), "VALID"), ((3, 1, 1, 4, 4), "VALID"),
+             ((1, 3, 3, wide, 8), "VALID")]
+    for shape, padding in cases:
+        kx, kw = jax.random.split(jax.random.key(sum(shape)))
+        x = jax.random.normal(kx, (2, 5, 6, 7, shape[3]))
+        w = 0.1 * jax.random.normal(kw, shape)
+
+        def loss(x, w, impl):
+            y = kernels.factorized_conv(x, w, impl, padding)
+            return (y * jax.numpy.cos(y)).sum()
+
+        plain = jax.value_and_grad(lambda x, w: loss(x, w, "native"), argnums=(0, 1))(x, w)
+        for impl in ("folded", "matmul"):
+            value, grads = jax.value_and_grad(lambda x, w: loss(x, w, impl), argnums=(0, 1))(x, w)
+            np.testing.assert_allclose(value, plain[0], rtol=1e-4)
+            for got, want in zip(grads, plain[1]):
+                np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(abs(want).max()))
+
+
+def test_backend_flags_add_onednn_on_x86_and_keep_the_users_choice():
+    from sensorium_jax import backend_flags as bf
+
+    env = {}
+    assert bf.apply(env, machine="x86_64") == "--xla_cpu_use_onednn=true" and bf.onednn_enabled(env)
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    bf.apply(env, machine="x86_64")
+    assert env["XLA_FLAGS"] == "--xla_force_host_platform_device_count=8 --xla_cpu_use_onednn=true"
+    env = {"XLA_FLAGS": "--xla_cpu_use_onednn=false"}
+    assert bf.apply(env, machine="x86_64") == "--xla_cpu_use_onednn=false" and not bf.onednn_enabled(env)
+    env = {bf.OPT_OUT_ENV: "0"}
+    bf.apply(env, machine="x86_64")
+    assert "XLA_FLAGS" not in env
+    env = {}
+    bf.apply(env, machine="aarch64")
+    assert "XLA_FLAGS" not in env
+
+
+def test_backend_flags_reach_xla_when_jax_was_imported_first():
+    """XLA reads XLA_FLAGS when the first backend starts, not at `import jax`: importing the
+    package after jax still applies the flags (an unknown flag proves XLA parsed them)."""
+    code = ("import os, jax, sensorium_jax; print(os.environ['XLA_FLAGS']); "
+            "jax.numpy.zeros(1).block_until_ready()")
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "SENSORIUM_JAX_XLA_DEFAULTS")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    import platform
+
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        assert "--xla_cpu_use_onednn=true" in done.stdout
+    bad = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**env, "XLA_FLAGS": "--xla_no_such_flag_here=1"})
+    assert bad.returncode != 0 and "xla_no_such_flag_here" in bad.stderr  # parsed at backend start
+
+
+def test_bench_vs_torch_tiny_runs_both_sides_with_equal_parameter_counts(tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "vs_torch.json"
+    done = subprocess.run(
+        [sys.executable, "benchmarks/bench_vs_torch.py", "--model", "all", "--tiny", "--steps", "2", "--warmup", "0",
+         "--threads", "1", "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    reports = json.loads(out.read_text())
+    assert [r["model"] for r in reports] == ["factorized", "gru", "dwiseneuro", "quickstart"]
+    for r in reports:
+        assert r["params_match"], (r["model"], r["jax"]["params"], r["torch"]["params"])
+        for side in ("jax", "torch"):
+            assert r[side]["threads"] == 1 and r[side]["peak_rss_bytes"] > 50 * 2**20
+            assert r[side]["step_seconds"]["median"] > 0 and r[side]["clips_per_second"] > 0
+        assert len(r["paired_speed_ratios"]) == 2 and r["speed_ratio"] > 0 and r["memory_ratio"] > 0
+        assert f"{r['model']}:" in done.stdout and "speed ratio" in done.stdout

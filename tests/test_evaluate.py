@@ -20,6 +20,7 @@ from flax import nnx
 import sensorium_jax
 from sensorium_jax.models import build_model
 from sensorium_jax.data.kinds import BURN_IN_FRAMES
+from sensorium_jax.data.datasets import open_training_store
 from sensorium_jax.data.store import open_store
 from sensorium_jax.evaluation.submission import SUBMISSION_TIERS
 from sensorium_jax.training import checkpointing
@@ -70,7 +71,7 @@ def check_submission(folder: Path, store, report: dict) -> None:
     the store's unit ids, predictions of neurons x (frames - 50) whatever the config's burn-in."""
     assert report["burn_in"] != BURN_IN_FRAMES  # the smoke config validates with its own burn-in
     for track, names in (("main", ("predictions_live_main.parquet.brotli", "predictions_final_main.parquet.brotli")),
-                         ("bonus", ("predictions_live_bonus.parquet.brotli", "predictions_final_bonus.parquet.brotli"))):
+                         ("bonus", ("predictions_live_test_bonus_ood.parquet.brotli", "predictions_final_test_bonus_ood.parquet.brotli"))):
         assert sorted(zipfile.ZipFile(folder / f"submission_{track}.zip").namelist()) == sorted(names), track
     for tier, (name, _) in SUBMISSION_TIERS.items():
         with zipfile.ZipFile(folder / f"submission_{SUBMISSION_TIERS[tier][1]}.zip") as archive:
@@ -109,7 +110,7 @@ def test_a_partial_submission_says_what_it_holds(trained_smoke_workdir, tiny_sto
 
 def test_load_predict_matches_the_trainers_predictions(trained_smoke_workdir, tiny_store):
     model = sensorium_jax.load(trained_smoke_workdir)
-    store = open_store(tiny_store)
+    store = open_training_store(model.config.data)  # normalized as the run was
     assert model.mice == store.mice
     mouse = store.mice[1]
     np.testing.assert_array_equal(model.neuron_ids(mouse), store.meta(mouse).unit_ids)
@@ -127,8 +128,8 @@ def test_load_predict_matches_the_trainers_predictions(trained_smoke_workdir, ti
     batch, trainer = next(predict_tier(lambda b: predict(state.params, state.rest, b), store, mouse, "oracle", 4, mesh))
 
     # load() takes raw recordings: undo the pipeline's normalization of that batch.
-    norm = store.meta(mouse).normalization
     length = int(batch["frame_mask"][0].sum())
+    norm = store.normalization(mouse).window(0, length)  # the run's own (per-frame) constants
     video = batch["video"][0, :length, ..., 0] * norm.video_std + norm.video_mean
     behavior = batch["behavior"][0, :length] * norm.behavior_scale
     pupil = batch["pupil_center"][0, :length] * norm.pupil_std + norm.pupil_mean

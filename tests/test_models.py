@@ -170,20 +170,28 @@ def test_model_same_for_both_formulations(split_model, card):
 
 
 def test_bilinear_sample_matches_reference():
+    """align_corners bilinear sampling with zeros outside the map (torch's grid_sample defaults)."""
     rng = np.random.default_rng(0)
     feats = rng.normal(size=(1, 1, 5, 7, 2)).astype(np.float32)
-    grid = rng.uniform(-1, 1, (1, 1, 11, 2)).astype(np.float32)
+    grid = rng.uniform(-1.3, 1.3, (1, 1, 11, 2)).astype(np.float32)
     grid[0, 0, :3] = [[-1, -1], [1, 1], [1, -1]]  # corners
-    grid[0, 0, 3] = [0.5, 1.7]  # outside: clamped to the border
+    grid[0, 0, 3] = [0.5, 1.7]  # both rows below the map: zero
+    grid[0, 0, 4] = [0.5, 1.2]  # the lower row is off the map, the upper one half weighted
     got = np.asarray(jax.jit(bilinear_sample)(feats, grid))[0, 0]
-    for n, (gx, gy) in enumerate(np.clip(grid[0, 0], -1, 1)):
+    f = feats[0, 0]
+
+    def pixel(yi: int, xi: int) -> np.ndarray:
+        return f[yi, xi] if 0 <= yi < 5 and 0 <= xi < 7 else np.zeros(2, np.float32)
+
+    for n, (gx, gy) in enumerate(grid[0, 0]):
         x, y = (gx + 1) / 2 * 6, (gy + 1) / 2 * 4  # align_corners: -1 and 1 are pixel centres
-        x0, y0 = min(int(x), 5), min(int(y), 3)
+        x0, y0 = int(np.floor(x)), int(np.floor(y))
         fx, fy = x - x0, y - y0
-        f = feats[0, 0]
-        ref = (f[y0, x0] * (1 - fx) * (1 - fy) + f[y0, x0 + 1] * fx * (1 - fy)
-               + f[y0 + 1, x0] * (1 - fx) * fy + f[y0 + 1, x0 + 1] * fx * fy)
+        ref = (pixel(y0, x0) * (1 - fx) * (1 - fy) + pixel(y0, x0 + 1) * fx * (1 - fy)
+               + pixel(y0 + 1, x0) * (1 - fx) * fy + pixel(y0 + 1, x0 + 1) * fx * fy)
         np.testing.assert_allclose(got[n], ref, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(got[3], 0.0)
+    assert np.abs(got[4]).sum() > 0
 
 
 def test_neuron_chunks_change_nothing():

@@ -15,6 +15,7 @@ from flax import nnx
 
 import sensorium_jax
 from sensorium_jax.config import load_config
+from sensorium_jax.data.datasets import open_training_store
 from sensorium_jax.data.store import open_store
 from sensorium_jax.models import build_model
 from sensorium_jax.training import checkpointing
@@ -72,7 +73,7 @@ def test_evaluate_and_load_agree_with_the_trainer(trained, tiny_store, tmp_path)
     assert json.loads((out / "report.json").read_text())["pooled"]["oracle"]["neurons"] > 0
 
     model = sensorium_jax.load(workdir)
-    store = open_store(tiny_store)
+    store = open_training_store(model.config.data)  # normalized as the run was
     mouse = store.mice[0]
     mesh = make_data_mesh()
     setup = build_training(config, store, mesh)
@@ -84,15 +85,20 @@ def test_evaluate_and_load_agree_with_the_trainer(trained, tiny_store, tmp_path)
         lambda b: predict(state.inference_params, state.rest, b), store, mouse, "oracle", 4, mesh,
         frames_lost=setup.frames_lost, clip_length=setup.clip_length,
     ))
-    norm = store.meta(mouse).normalization
     length = int(batch["frame_mask"][0].sum())
-    video = batch["video"][0, :length, ..., 0] * norm.video_std + norm.video_mean
-    behavior = batch["behavior"][0, :length] * norm.behavior_scale
-    pupil = batch["pupil_center"][0, :length] * norm.pupil_std + norm.pupil_mean
-    predicted = model.predict(video, behavior, pupil, mouse=mouse)
-    assert predicted.shape == (length, store.meta(mouse).n_neurons) and np.all(predicted > 0)
+    norm = store.normalization(mouse).window(0, length)  # the run's own constants
+    video, behavior, pupil = batch["video"][0, :length, ..., 0], batch["behavior"][0, :length], \
+        batch["pupil_center"][0, :length]
+    if norm.applied:  # load() takes raw recordings: undo the pipeline's normalization
+        video = video * norm.video_std + norm.video_mean
+        behavior = behavior * norm.behavior_scale
+        pupil = pupil * norm.pupil_std + norm.pupil_mean
+    n = store.meta(mouse).n_neurons
+    predicted = model.predict(video, behavior, pupil, mouse=mouse, raw_units=True)
+    assert predicted.shape == (length, n) and np.all(predicted > 0)
+    trainer = trainer[0, :length, :n] * (norm.response_scale if norm.applied else 1.0)
     lost = setup.frames_lost
-    np.testing.assert_allclose(predicted[lost:], trainer[0, lost:length], rtol=2e-4, atol=2e-5)
+    np.testing.assert_allclose(predicted[lost:], trainer[lost:], rtol=2e-4, atol=2e-5)
 
 
 def test_separately_trained_workdirs_still_ensemble(trained, trained_smoke_workdir, tiny_store, tmp_path):

@@ -21,6 +21,7 @@ from sensorium_jax import metrics
 from sensorium_jax.benchmarking.machine import peak_device_memory_bytes, peak_host_rss_bytes
 from sensorium_jax.benchmarking.peaks import peak_flops, utilisation
 from sensorium_jax.benchmarking.timing import flops_from_cost_analysis, summarize
+from sensorium_jax.data.card import DatasetCard
 from sensorium_jax.data.store import Store
 from sensorium_jax.inference import Predictor
 from sensorium_jax.models import build_model
@@ -195,17 +196,21 @@ def measure_metric_kernel(shape: tuple[int, int, int], rounds: int = 5) -> dict:
 def measure_inference(config: ml_collections.ConfigDict, store: Store, rounds: int = 3,
                       trials_per_call: int | None = None) -> dict:
     """Whole trials per second through `Predictor.predict` (what `sensorium_jax.load` returns),
-    on raw-unit inputs of `min(300, the store's longest trial)` frames.
+    on raw-unit inputs of `min(300, the store's longest trial)` frames."""
+    longest = max(int(store.meta(m).lengths.max()) for m in store.mice)
+    return measure_inference_on_card(config, store.card(), min(TRIAL_FRAMES, longest), rounds, trials_per_call)
+
+
+def measure_inference_on_card(config: ml_collections.ConfigDict, card: DatasetCard, frames: int = TRIAL_FRAMES,
+                              rounds: int = 3, trials_per_call: int | None = None) -> dict:
+    """Trials of `frames` frames per second through `Predictor.predict` for the mice of `card`.
 
     Weights are freshly initialised: throughput does not depend on their values, and no
     checkpoint round trip is needed.
     """
-    card = store.card()
     model = build_model(config.model, card, nnx.Rngs(config.seed))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     predictor = Predictor(config, card, params, rest, graphdef, source="bench")
-    longest = max(int(store.meta(m).lengths.max()) for m in store.mice)
-    frames = min(TRIAL_FRAMES, longest)
     b = int(trials_per_call or config.data.eval_batch_size)
     h, w = card.frame_shape
     rng = np.random.default_rng(0)

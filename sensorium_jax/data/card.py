@@ -1,10 +1,16 @@
 """The dataset card: what a model needs to know about its data, saved with every checkpoint.
 
 A checkpoint carrying its card can be loaded for inference without the training data on disk.
+It records the normalization the model was trained with (`data.normalization`, resolved per
+mouse), and for a per-frame one its constants per frame, so `load(...)` normalizes raw
+recordings exactly as the pipeline did. Per-frame arrays are written as base64 float32 (exact,
+a third of the size of JSON numbers); a card written before the mode existed reads as
+"per_neuron", the only mode there was.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 from typing import Any
@@ -26,6 +32,10 @@ class MouseCard:
     behavior_scale: np.ndarray  # float32 [k], normalized = raw / behavior_scale
     pupil_mean: np.ndarray  # float32 [2]
     pupil_std: np.ndarray  # float32 [2]
+    normalization: str = "per_neuron"  # the resolved mode: "per_neuron", "per_frame" or "none"
+    # Per-frame constants, frames first (`normalization.FRAME_FIELDS`), when the mode is
+    # "per_frame" (or "none" on a per-frame source: what submissions divide by); else None.
+    frames: dict[str, np.ndarray] | None = None
 
     @property
     def n_neurons(self) -> int:
@@ -41,6 +51,7 @@ class DatasetCard:
     behavior_dim: int
     kind: str = "video"  # "video" (2023) or "static" (2022)
     synthetic: bool = False
+    normalization: str = "per_neuron"  # as requested (`data.normalization`); each mouse's resolved mode
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -65,7 +76,11 @@ class DatasetCard:
             raise KeyError(f"unknown mouse {mouse!r}; known: {', '.join(self.names)}") from None
 
     def to_json(self) -> str:
-        return json.dumps(_to_jsonable(dataclasses.asdict(self)))
+        raw = dataclasses.asdict(self)
+        for mouse in raw["mice"]:
+            if mouse["frames"] is not None:
+                mouse["frames"] = {name: encode_array(value) for name, value in mouse["frames"].items()}
+        return json.dumps(_to_jsonable(raw))
 
     @classmethod
     def from_json(cls, text: str) -> "DatasetCard":
@@ -84,6 +99,9 @@ class DatasetCard:
                     behavior_scale=np.asarray(m["behavior_scale"], np.float32),
                     pupil_mean=np.asarray(m["pupil_mean"], np.float32),
                     pupil_std=np.asarray(m["pupil_std"], np.float32),
+                    normalization=str(m.get("normalization", "per_neuron")),
+                    frames=None if m.get("frames") is None else {
+                        name: decode_array(value) for name, value in m["frames"].items()},
                 )
             )
         return cls(
@@ -92,7 +110,20 @@ class DatasetCard:
             behavior_dim=int(raw["behavior_dim"]),
             kind=raw["kind"],
             synthetic=bool(raw["synthetic"]),
+            normalization=str(raw.get("normalization", "per_neuron")),
         )
+
+
+def encode_array(array: np.ndarray) -> dict[str, Any]:
+    """A float32 array as JSON: shape and little-endian bytes in base64 (exact and compact)."""
+    array = np.ascontiguousarray(array, dtype="<f4")
+    return {"shape": list(array.shape), "float32_base64": base64.b64encode(array.tobytes()).decode("ascii")}
+
+
+def decode_array(value: dict[str, Any]) -> np.ndarray:
+    """Inverse of `encode_array`."""
+    data = np.frombuffer(base64.b64decode(value["float32_base64"]), dtype="<f4")
+    return data.reshape(value["shape"]).astype(np.float32)
 
 
 def _to_jsonable(value: Any) -> Any:

@@ -13,12 +13,14 @@ import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 
+import jax
 import numpy as np
 
 from sensorium_jax.data.kinds import UNSCORED_TIERS
 from sensorium_jax.data.pipeline import make_eval_batches
 from sensorium_jax.evaluation.evaluators import EvalResult, Evaluator, Pooled, TierInfo
 from sensorium_jax.evaluation.matching import MouseMatch, as_model_batch, match_mouse, to_store_neurons
+from sensorium_jax.models.windows import WINDOW_RULES, predict_frames
 
 # (mouse, tier, trial indices in the store, predictions [B, T, N], frame mask [B, T])
 TrialSink = Callable[[str, str, np.ndarray, np.ndarray, np.ndarray], None]
@@ -47,6 +49,31 @@ class TierScores:
         for result in self.results.values():
             out.update(result.pooled)
         return out
+
+
+class WindowedPredictor:
+    """A trained predictor whose whole trials are combined by a chosen window rule
+    (`evaluate.py --window_rule`), so that both rules of a fixed-length model can be scored
+    from one checkpoint. The model, card and inputs are the predictor's own."""
+
+    def __init__(self, predictor, rule: str):
+        if rule not in WINDOW_RULES:
+            raise ValueError(f"window rule must be one of {', '.join(WINDOW_RULES)}, got {rule!r}")
+        self.predictor, self.rule = predictor, rule
+        self.card, self.config, self.source = predictor.card, predictor.config, predictor.source
+        self._forward = jax.jit(predictor.apply)
+
+    def readout_positions(self):
+        return self.predictor.readout_positions()
+
+    def predict_normalized(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
+        """As `Predictor.predict_normalized`, with windows combined by `rule`."""
+        inputs = {key: batch[key] for key in ("video", "behavior", "pupil_center")}
+        inputs["mouse"] = np.asarray(batch["mouse"], np.int32)
+        variables = self.predictor.variables
+        return predict_frames(lambda clip: self._forward(variables, clip), inputs,
+                              frames_lost=self.predictor.frames_lost, clip_length=self.predictor.clip_length,
+                              pad_start=True, rule=self.rule)
 
 
 def stimulus_types(meta) -> np.ndarray:

@@ -9,6 +9,11 @@ config uses for validation: the leaderboard expects exactly that many frames dro
 predictions arrive in the store's neuron order (the tier loop matched them by unit id), so
 `neuron_ids` are the store's unit ids. `contents()` and `missing(...)` say what was written,
 so a partial submission is never silent.
+
+Predictions arrive in the units of the store's batches (`data.datasets.NormalizedStore`): a
+model trained with `data.normalization="none"` predicts raw responses, which are divided by
+the response std here (per frame and neuron when the source has per-frame statistics, as the
+first-place solution's submission does), so every submission is in normalized units.
 """
 
 from __future__ import annotations
@@ -21,13 +26,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sensorium_jax.data import normalization as norm_lib
+from sensorium_jax.data.datasets import mouse_normalization
 from sensorium_jax.evaluation.scoring import default_burn_in
 
 SUBMISSION_TIERS = {
     "live_test_main": ("predictions_live_main.parquet.brotli", "main"),
     "final_test_main": ("predictions_final_main.parquet.brotli", "main"),
-    "live_test_bonus": ("predictions_live_bonus.parquet.brotli", "bonus"),
-    "final_test_bonus": ("predictions_final_bonus.parquet.brotli", "bonus"),
+    "live_test_bonus": ("predictions_live_test_bonus_ood.parquet.brotli", "bonus"),
+    "final_test_bonus": ("predictions_final_test_bonus_ood.parquet.brotli", "bonus"),
 }
 SCHEMA = pa.schema(
     [
@@ -48,6 +55,7 @@ class SubmissionWriter:
         self.store = store
         self.burn_in = default_burn_in(store)  # the competition's, never a validation setting
         self.raw_units = raw_units
+        self._norms: dict[str, norm_lib.Normalization] = {}
         self._writers: dict[str, pq.ParquetWriter] = {}
         self._rows: dict[str, dict[str, int]] = {}  # tier -> mouse -> rows written
 
@@ -58,9 +66,7 @@ class SubmissionWriter:
         rows = {"mouse": [], "trial_indices": [], "prediction": [], "neuron_ids": []}
         for trial, prediction, valid in zip(trials, predictions, frame_mask):
             length = int(np.asarray(valid).sum())
-            kept = prediction[self.burn_in : length]  # [T - burn_in, N]
-            if self.raw_units:
-                kept = kept * meta.normalization.response_scale
+            kept = self._units(mouse, prediction[:length])[self.burn_in :]  # [T - burn_in, N]
             rows["mouse"].append(mouse)
             rows["trial_indices"].append(int(meta.trial_ids[int(trial)]))
             rows["prediction"].append(np.ascontiguousarray(kept.T, np.float32).tolist())
@@ -72,6 +78,16 @@ class SubmissionWriter:
         self._writers[tier].write_table(table)
         counts = self._rows.setdefault(tier, {})
         counts[mouse] = counts.get(mouse, 0) + len(rows["mouse"])
+
+    def _units(self, mouse: str, prediction: np.ndarray) -> np.ndarray:
+        """One trial's predictions [T, N] from frame 0, from the batches' units to the file's."""
+        if mouse not in self._norms:
+            self._norms[mouse] = mouse_normalization(self.store, mouse)
+        norm = self._norms[mouse]
+        if norm.applied != self.raw_units:
+            return prediction
+        norm = norm.window(0, prediction.shape[0], where=self.store.path / mouse)
+        return prediction * (norm.response_scale if self.raw_units else norm.response_precision)
 
     def contents(self) -> dict[str, dict[str, int]]:
         """What was written: submission tier -> mouse -> trials (rows)."""

@@ -22,6 +22,7 @@ import ml_collections
 import orbax.checkpoint as ocp
 from flax import nnx
 
+from sensorium_jax.data import normalization as norm_lib
 from sensorium_jax.data.card import DatasetCard
 from sensorium_jax.errors import InputDataError, is_out_of_memory
 from sensorium_jax.models import build_model
@@ -128,10 +129,25 @@ def restore_for_inference(path: str | Path) -> Restored:
                          f"the first: {reasons[0]}")
 
 
+def check_normalization(card: DatasetCard, where: Path) -> None:
+    """Refuses a card whose normalization `load` could not reproduce, in one line."""
+    if card.normalization not in norm_lib.MODES:
+        raise InputDataError(where, "dataset_card.normalization", "one of " + ", ".join(norm_lib.MODES),
+                             repr(card.normalization))
+    for mouse in card.mice:
+        if mouse.normalization not in norm_lib.RESOLVED_MODES:
+            raise InputDataError(where, f"dataset_card.{mouse.name}.normalization",
+                                 "one of " + ", ".join(norm_lib.RESOLVED_MODES), repr(mouse.normalization))
+        norm_lib.from_card(mouse)  # per-frame constants present where the mode needs them
+
+
 def _restore_one(checkpoint: Path) -> Restored:
     meta = read_checkpoint_meta(checkpoint)
     config = ml_collections.ConfigDict(meta["config"])
     card = DatasetCard.from_json(json.dumps(meta["dataset_card"]))
+    check_normalization(card, checkpoint / "meta")
+    if "normalization" not in config.data:  # written before the mode existed: the card's (per neuron)
+        config.data.normalization = card.normalization
     abstract = nnx.eval_shape(lambda: build_model(config.model, card, nnx.Rngs(config.get("seed", 0))))
     graphdef, params, rest = nnx.split(abstract, nnx.Param, ...)
     ema = uses_ema(config)

@@ -11,6 +11,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from sensorium_jax.data import normalization as norm_lib
 from sensorium_jax.data.card import DatasetCard
 from sensorium_jax.errors import InputDataError
 
@@ -70,7 +71,8 @@ def pipeline_inputs(card: DatasetCard, video: Any, behavior: Any, pupil_center: 
                     normalize: bool = True) -> Inputs:
     """Recordings of one mouse (video [T, H, W] or [B, T, H, W] in 0-255, behaviour and pupil
     centre in recorded units; already normalized with `normalize=False`) -> the model's inputs
-    in the pipeline's layout, always batched.
+    in the pipeline's layout, always batched, normalized as the model was trained (the card's
+    mode: a trial starts at frame 0 of per-frame statistics, and may not be longer than them).
 
     Arrays stay of their kind (NumPy in, NumPy out; JAX in, JAX out) and differentiable.
     """
@@ -79,10 +81,11 @@ def pipeline_inputs(card: DatasetCard, video: Any, behavior: Any, pupil_center: 
     index = mouse_index(card, mouse)
     if video.ndim == 3:
         video, behavior, pupil_center = video[None], behavior[None], pupil_center[None]
-    if normalize:
-        m = card.mice[index]
-        video = (video - m.video_mean) / m.video_std
-        behavior = behavior / m.behavior_scale
-        pupil_center = (pupil_center - m.pupil_mean) / m.pupil_std
+    norm = norm_lib.from_card(card.mice[index])
+    if normalize and norm.applied:
+        norm = norm.window(0, video.shape[1], where=WHERE)
+        video = (video - norm.video_mean) / norm.video_std
+        behavior = behavior * norm.behavior_precision
+        pupil_center = (pupil_center - norm.pupil_mean) / norm.pupil_std
     return {"video": video[..., None], "behavior": behavior, "pupil_center": pupil_center,
             "mouse": np.full((video.shape[0],), index, np.int32)}

@@ -16,12 +16,13 @@ import ml_collections
 import numpy as np
 from flax import nnx
 
+from sensorium_jax.data import normalization as norm_lib
 from sensorium_jax.data.card import DatasetCard
 from sensorium_jax.inference.checkpoint import Variables
 from sensorium_jax.evaluation.matching import neuron_order
 from sensorium_jax.inference.inputs import WHERE, Inputs, mouse_index, pipeline_inputs
 from sensorium_jax.models.base import ReadoutPositions
-from sensorium_jax.models.windows import predict_frames
+from sensorium_jax.models.windows import predict_frames, window_rule
 
 INPUT_KEYS = ("video", "behavior", "pupil_center", "mouse")
 
@@ -77,20 +78,23 @@ class Predictor:
 
     # -- whole trials in NumPy
     def predict_normalized(self, batch: dict[str, np.ndarray]) -> np.ndarray:
-        """Pipeline-layout batch (normalized, video [B, T, H, W, 1]) -> [B, T, Nmax] for every frame.
+        """Pipeline-layout batch (normalized, video [B, T, H, W, 1]) -> [B, T, Nmax] for every frame,
+        in the units of the pipeline's responses for this model's normalization (raw for a model
+        trained with `data.normalization="none"`; `predict` and submissions convert).
 
         `batch["mouse"]` is the mouse's index in this model's card, not a store's: a store's
         eval batches go through `evaluation.matching` (by name and unit id) first.
 
         The first frames are predicted by repeating the first input frame before the clip (a
         steady screen), so the output covers the whole trial; cores with a fixed clip length
-        slide over the trial in windows.
+        slide over the trial in windows, combined by the model's `window_inference` rule.
         """
         inputs = {key: batch[key] for key in ("video", "behavior", "pupil_center")}
         inputs["mouse"] = np.asarray(batch["mouse"], np.int32)
         return predict_frames(
             lambda clip: self._forward(self._variables, clip), inputs,
             frames_lost=self.frames_lost, clip_length=self.clip_length, pad_start=True,
+            rule=window_rule(self.config.model),
         )
 
     def predict(
@@ -107,7 +111,10 @@ class Predictor:
         """One trial (video [T, H, W]) -> [T, N]; a batch ([B, T, H, W]) -> [B, T, N].
 
         Neurons are in the order of `neuron_ids(mouse)`, or of `unit_ids` when given (matched
-        by id: a reordering or subset of the mouse's; unknown ids are refused).
+        by id: a reordering or subset of the mouse's; unknown ids are refused). Responses are in
+        normalized units (divided by the response std, per frame when the model was trained per
+        frame; a model trained on raw responses has its predictions divided likewise, per frame
+        when its source had per-frame statistics), or recorded units with `raw_units`.
         Non-finite inputs and mismatched shapes are refused with one line (`InputDataError`).
         """
         single = np.ndim(video) == 3
@@ -117,9 +124,20 @@ class Predictor:
             m.unit_ids, unit_ids, where=WHERE, mouse=m.name)
         batch = pipeline_inputs(self.card, video, behavior, pupil_center, mouse, normalize=not normalized_inputs)
         out = self.predict_normalized(batch)[..., columns]
-        if raw_units:
-            out = out * m.response_scale[columns]
+        out = convert_units(out, norm_lib.from_card(m), columns, raw_units=raw_units)
         return out[0] if single else out
 
     def _model(self, variables: Variables, *, copy: bool = False) -> nnx.Module:
         return nnx.merge(self._graphdef, variables["params"], variables["rest"], copy=copy)
+
+
+def convert_units(predictions: np.ndarray, norm: norm_lib.Normalization, columns: np.ndarray, *,
+                  raw_units: bool) -> np.ndarray:
+    """Predictions [..., T, N] of whole trials (from frame 0) in the model's training units ->
+    normalized units, or recorded units with `raw_units` (per frame with a per-frame `norm`)."""
+    if norm.applied != raw_units:
+        return predictions
+    norm = norm.window(0, predictions.shape[-2], where=WHERE)
+    if raw_units:
+        return predictions * norm.response_scale[..., columns]
+    return predictions * norm.response_precision[..., columns]

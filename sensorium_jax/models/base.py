@@ -80,6 +80,13 @@ class Model(nnx.Module, abc.ABC):
         losses, so each member gets exactly its own gradient). A single model is one member."""
         return self(batch, train=train)[None]
 
+    def regularizer(self) -> jax.Array:
+        """Penalty added to the training loss, in the loss's units: the units of a loss summed
+        over entries (the reference's); a loss averaged over entries divides it by the same
+        count (`losses.LossScale`), so its weight against the data does not depend on the
+        reduction. An ensemble's is the sum of its members'. 0 for a model without one."""
+        return jnp.zeros((), jnp.float32)
+
     @abc.abstractmethod
     def readout_positions(self) -> ReadoutPositions:
         """Each neuron's readout position in screen pixels, or None with the reason."""

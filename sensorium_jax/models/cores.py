@@ -14,7 +14,8 @@ from flax import nnx
 
 from sensorium_jax.models import kernels
 from sensorium_jax.models.geometry import SpatialLayer
-from sensorium_jax.models.initializers import lecun_normal
+from sensorium_jax.models import regularizers
+from sensorium_jax.models.initializers import conv_initializer
 from sensorium_jax.models.remat import run_layer
 
 
@@ -22,7 +23,10 @@ class FactorizedLayer(nnx.Module):
     """Spatial (1, k, k) conv, temporal (kt, 1, 1) conv, BatchNorm, ELU.
 
     Never padded in time (causal: frames are lost at the start of a clip); in space unpadded
-    ("VALID", the baseline) or zero-padded to keep the frame size ("SAME").
+    ("VALID", the baseline) or zero-padded to keep the frame size ("SAME"). `bn_momentum` is
+    flax's (the running statistics keep that fraction per step): the reference's 0.7 in
+    torch's convention is 0.3 here. `conv_init` starts both convolutions (the reference's:
+Xavier-normal, gain 1).
 
     The convolutions carry no bias: BatchNorm's shift follows and would absorb it.
     """
@@ -36,11 +40,12 @@ class FactorizedLayer(nnx.Module):
         *,
         compute_dtype: jnp.dtype = jnp.float32,
         kernels_impl: str,
-        bn_momentum: float = 0.9,
+        bn_momentum: float = 0.3,
         spatial_padding: str = "VALID",
+        conv_init: str = "xavier_normal",
         rngs: nnx.Rngs,
     ):
-        init = lecun_normal()
+        init = conv_initializer(conv_init)
         k, kt = spatial_kernel, temporal_kernel
         self.spatial = nnx.Param(init(rngs.params(), (1, k, k, in_channels, out_channels)))
         self.temporal = nnx.Param(init(rngs.params(), (kt, 1, 1, out_channels, out_channels)))
@@ -58,7 +63,11 @@ class FactorizedLayer(nnx.Module):
 
 
 class Factorized3dCore(nnx.Module):
-    """Stack of factorized layers: [B, T, H, W, Cin] -> [B, T - frames_lost, H', W', C_last]."""
+    """Stack of factorized layers: [B, T, H, W, Cin] -> [B, T - frames_lost, H', W', C_last].
+
+    `gamma_input_spatial` / `gamma_input_temporal` weigh the smoothness penalties of the first
+    layer's spatial and temporal filters (`regularizer`), as the reference core's.
+    """
 
     def __init__(
         self,
@@ -69,9 +78,12 @@ class Factorized3dCore(nnx.Module):
         *,
         compute_dtype: str | jnp.dtype = "float32",
         kernels_impl: str,
-        bn_momentum: float = 0.9,
+        bn_momentum: float = 0.3,
         spatial_padding: str = "VALID",
         remat: bool = False,
+        conv_init: str = "xavier_normal",
+        gamma_input_spatial: float = 0.0,
+        gamma_input_temporal: float = 0.0,
         rngs: nnx.Rngs,
     ):
         if not len(channels) == len(spatial_kernels) == len(temporal_kernels):
@@ -85,7 +97,8 @@ class Factorized3dCore(nnx.Module):
             [
                 FactorizedLayer(
                     ci, co, ks, kt, compute_dtype=dtype, kernels_impl=kernels_impl,
-                    bn_momentum=bn_momentum, spatial_padding=spatial_padding, rngs=rngs,
+                    bn_momentum=bn_momentum, spatial_padding=spatial_padding, conv_init=conv_init,
+                    rngs=rngs,
                 )
                 for ci, co, ks, kt in zip(ins, channels, spatial_kernels, temporal_kernels)
             ]
@@ -95,6 +108,8 @@ class Factorized3dCore(nnx.Module):
         self.temporal_kernels = tuple(int(k) for k in temporal_kernels)
         self.spatial_padding = spatial_padding
         self.remat = bool(remat)
+        self.gamma_input_spatial = float(gamma_input_spatial)
+        self.gamma_input_temporal = float(gamma_input_temporal)
 
     def frames_lost(self) -> int:
         """Frames eaten by the unpadded temporal convolutions (same for any clip length)."""
@@ -108,6 +123,17 @@ class Factorized3dCore(nnx.Module):
         """(T', H', W', C) of the feature maps for an input clip of the given size."""
         lost_s = 0 if self.spatial_padding == "SAME" else sum(k - 1 for k in self.spatial_kernels)
         return frames - self.frames_lost(), height - lost_s, width - lost_s, self.out_channels
+
+    def regularizer(self) -> jax.Array:
+        """gamma_spatial * LaplaceL2norm(first spatial filters) + gamma_temporal *
+        DepthLaplaceL21d(first temporal filters); a zero weight skips its term."""
+        first = self.layers[0]
+        penalty = jnp.zeros((), jnp.float32)
+        if self.gamma_input_spatial:
+            penalty += self.gamma_input_spatial * regularizers.laplace_l2_norm(first.spatial[...])
+        if self.gamma_input_temporal:
+            penalty += self.gamma_input_temporal * regularizers.temporal_laplace_l2_norm(first.temporal[...])
+        return penalty
 
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         for layer in self.layers:

@@ -1,22 +1,26 @@
-"""DwiseNeuro (first place of SENSORIUM 2023) as an NNX module, from the paper's description.
+"""DwiseNeuro (first place of SENSORIUM 2023) as an NNX module, from the paper and the
+first-place code (github.com/lRomul/sensorium).
 
 Layout of the network (every number comes from the config):
 
-- input: a fixed-length clip of `clip_length` frames; every `temporal_stride`-th frame is kept
-  and zero padded (centred) to `frame_size`; behaviour and pupil center join the video as
-  constant maps (5 channels with 2 behaviour dimensions);
+- input: a fixed-length clip of `clip_length` frames, split into `temporal_stride` phases (phase
+  p holds frames p, p + stride, ...: the reference's 16-frame windows at step 2); each phase is
+  a sample of its own for the core, and the phases' predictions are interleaved again, so every
+  frame is predicted from its own inputs. Frames are zero padded (centred) to `frame_size`;
+  behaviour and pupil center join the video as constant maps (5 channels with 2 behaviour
+  dimensions), spatially mixed where CutMix pasted a partner's box;
 - core: a 1x1x1 stem conv + BatchNorm, then factorized inverted-residual blocks (3D sinusoidal
   positional encoding, 1x1x1 expansion, depthwise (1, 3, 3) spatial and (5, 1, 1) temporal
-  convolutions, squeeze-excitation, 1x1x1 projection, DropPath, a parameter-free shortcut), and
-  a spatial global average pool -> [B, T', C];
+  convolutions, squeeze-excitation, 1x1x1 projection, DropPath, a parameter-free shortcut
+  followed by BatchNorm), and a spatial global average pool -> [B, T', C];
 - cortex: grouped 1x1 linear layers widening the features (BatchNorm, SiLU, channel shuffle,
-  channel-repeating shortcut with stochastic depth);
+  channel-repeating shortcut + BatchNorm, stochastic depth);
 - readout per mouse: dropout, a grouped 1x1 linear layer to the mouse's neurons, softplus with
   a small beta.
 
 The core is not causal: temporal convolutions are zero padded and keep the length, so every
-frame of the clip gets a prediction (`frames_lost` is 0); each processed step is repeated
-`temporal_stride` times to cover the frames it skipped.
+frame of the clip gets a prediction (`frames_lost` is 0). Whole trials are predicted in windows
+(`window_inference`, see `sensorium_jax.models.windows`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from sensorium_jax.models import base
 from sensorium_jax.models.dwiseneuro_blocks import Core
 from sensorium_jax.models.dwiseneuro_heads import Cortex, MouseReadout
 from sensorium_jax.models.inputs import core_input, input_channels, map_scale
+from sensorium_jax.models.windows import window_rule
 
 NO_POSITIONS = ("DwiseNeuro reads out spatially averaged features: its readouts have no "
                 "per-neuron screen positions")
@@ -48,8 +53,15 @@ def default_config() -> ml_collections.ConfigDict:
             # grouped convolutions, "folded" or "matmul" (shifted multiply-adds: the same sums,
             # faster on CPU) or "auto" (folded on CPU, else native).
             "kernels": "auto",
-            "clip_length": 32,  # fixed input length in frames
-            "temporal_stride": 2,  # every 2nd frame is processed (32 -> 16 steps)
+            "clip_length": 32,  # fixed input length in frames (a multiple of temporal_stride)
+            # The clip is split into this many phases of every stride-th frame (32 -> 2 x 16
+            # steps), each run through the network as its own sample.
+            "temporal_stride": 2,
+            # How whole trials are predicted by `Predictor` and evaluate.py: "stride1_mean"
+            # (every window start, overlapping predictions averaged: the reference's
+            # inference) or "centred" (about half-overlapping windows, each frame from the
+            # window it sits most centrally in: ~clip_length / 2 times fewer forward passes).
+            "window_inference": "stride1_mean",
             "frame_size": (64, 64),  # frames are zero padded (centred) to this size
             "bn_momentum": 0.9,  # flax convention (torch's momentum 0.1)
             "bn_epsilon": 1e-5,
@@ -68,6 +80,12 @@ def default_config() -> ml_collections.ConfigDict:
                 "spatial_kernel": 3,
                 "temporal_kernel": 5,
                 "se_reduce_ratio": 32,  # squeeze-excitation hidden = expanded channels // 32
+                # "next": block i maps channels[i] -> channels[i + 1] (the last keeps its
+                # width; the stem must give channels[0]), as the reference code builds them;
+                # "own": block i maps the previous block's width to channels[i].
+                "layout": "next",
+                # BatchNorm on every block's shortcut (the reference's; False: none).
+                "shortcut_norm": True,
                 # Parameter-free shortcut when a block changes the size: "nearest"
                 # interpolation or "average" pooling spatially; channels "tile"d (cyclic
                 # repeat: c0, c1, ..., c0, c1, ...) or "interleave"d (c0, c0, c1, c1, ...).
@@ -78,9 +96,9 @@ def default_config() -> ml_collections.ConfigDict:
                 "channels": (1024, 2048, 4096),
                 "groups": 2,
                 "drop_path_rate": 0.1,  # stochastic depth of every cortex layer
-                # False: the parameter-free shortcut the paper describes; True adds a
-                # BatchNorm on the channel-repeated shortcut.
-                "shortcut_norm": False,
+                # True: a BatchNorm on the channel-repeated shortcut (the reference's);
+                # False: the bare parameter-free shortcut.
+                "shortcut_norm": True,
                 "shortcut_repeat": "tile",
             },
             "readout": {
@@ -108,6 +126,10 @@ class DwiseNeuroModel(base.Model):
         self.temporal_stride = int(config.temporal_stride)
         if self.fixed_length < 1 or self.temporal_stride < 1:
             raise ValueError("clip_length and temporal_stride must be positive")
+        if self.fixed_length % self.temporal_stride:
+            raise ValueError(f"clip_length {self.fixed_length} is not a multiple of temporal_stride "
+                             f"{self.temporal_stride}")
+        window_rule(config)  # refuses an unknown rule when the model is built, not at inference
         self.frame_size = tuple(int(s) for s in config.frame_size)
         h, w = card.frame_shape
         if h > self.frame_size[0] or w > self.frame_size[1]:
@@ -133,26 +155,67 @@ class DwiseNeuroModel(base.Model):
         return base.ReadoutPositions(None, NO_POSITIONS)
 
     def _inputs(self, batch: base.Batch) -> jax.Array:
-        """[B, T / stride, *frame_size, C]: every stride-th frame, the video zero padded
-        (centred), the constant maps over the whole padded frame."""
-        keys = ("video", "behavior", "pupil_center")
-        picked = {k: jnp.asarray(batch[k])[:, :: self.temporal_stride] for k in keys if k in batch}
-        video = picked["video"]
+        """[stride * B, T / stride, *frame_size, C]: the clip's phases as samples, the video zero
+        padded (centred), the constant maps over the whole padded frame (the CutMix partner's
+        maps inside the pasted box, where the batch has one)."""
+        video = jnp.asarray(batch["video"])
         h, w = video.shape[2:4]
         ph, pw = self.frame_size[0] - h, self.frame_size[1] - w
         if ph < 0 or pw < 0:
             raise ValueError(f"frames of {h}x{w} do not fit frame_size {self.frame_size}")
-        picked["video"] = jnp.pad(video, ((0, 0), (0, 0), (ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
-        return core_input(picked, self.use_behavior, self.use_pupil, self.map_scale)
+        pads = ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2))
+        padded = {"video": jnp.pad(video, ((0, 0), (0, 0), *pads, (0, 0)))}
+        keys = ("behavior", "pupil_center")
+        padded.update({k: jnp.asarray(batch[k]) for k in keys if k in batch})
+        x = core_input(padded, self.use_behavior, self.use_pupil, self.map_scale)
+        if CUTMIX_BOX in batch and x.shape[-1] > 1:
+            x = paste_partner_maps(x, batch, self._canvas_box(batch[CUTMIX_BOX], pads), self.map_scale,
+                                   self.use_behavior, self.use_pupil)
+        return to_phases(x, self.temporal_stride)
+
+    def _canvas_box(self, box: jax.Array, pads: tuple) -> jax.Array:
+        """CutMix's box [B, H, W] on the padded frame: as is when drawn on `frame_size`, else
+        padded like the video."""
+        if tuple(box.shape[1:]) == self.frame_size:
+            return box
+        return jnp.pad(box, ((0, 0), *pads))
 
     def __call__(self, batch: base.Batch, train: bool = False) -> jax.Array:
         frames = batch["video"].shape[1]
         if frames != self.fixed_length:
             raise ValueError(f"DwiseNeuro takes clips of exactly {self.fixed_length} frames, got {frames}")
-        features = self.cortex(self.core(self._inputs(batch), train=train), train=train)  # [B, T', C]
-        rates = self.readout(features, jnp.asarray(batch["mouse"], jnp.int32), train=train)
-        # Each processed step stands for the `temporal_stride` frames starting at it.
-        return jnp.repeat(rates, self.temporal_stride, axis=1)[:, : self.fixed_length]
+        mouse = jnp.tile(jnp.asarray(batch["mouse"], jnp.int32), self.temporal_stride)
+        features = self.cortex(self.core(self._inputs(batch), train=train), train=train)  # [s * B, T', C]
+        return from_phases(self.readout(features, mouse, train=train), self.temporal_stride)
+
+
+CUTMIX_BOX = "cutmix_box"  # see sensorium_jax.training.augment.cutmix
+
+
+def to_phases(x: jax.Array, stride: int) -> jax.Array:
+    """[B, T, ...] -> [stride * B, T / stride, ...]: sample p * B + b holds frames p, p + stride,
+    ... of clip b."""
+    b, t = x.shape[:2]
+    x = x.reshape(b, t // stride, stride, *x.shape[2:])
+    return jnp.moveaxis(x, 2, 0).reshape(stride * b, t // stride, *x.shape[3:])
+
+
+def from_phases(y: jax.Array, stride: int) -> jax.Array:
+    """Inverse of `to_phases`: [stride * B, T', ...] -> [B, T' * stride, ...]."""
+    sb, t = y.shape[:2]
+    y = y.reshape(stride, sb // stride, t, *y.shape[2:])
+    return jnp.moveaxis(y, 0, 2).reshape(sb // stride, t * stride, *y.shape[3:])
+
+
+def paste_partner_maps(x: jax.Array, batch: base.Batch, box: jax.Array, scale: float, behavior: bool,
+                       pupil: bool) -> jax.Array:
+    """The behaviour and pupil maps of [B, T, H, W, C] replaced by the CutMix partner's inside
+    `box` [B, H, W] (the reference cuts all input channels with one box)."""
+    partner = {"video": x[..., :1]}
+    partner.update({k: batch[f"{k}_partner"] for k in ("behavior", "pupil_center") if f"{k}_partner" in batch})
+    maps = core_input(partner, behavior, pupil, scale)[..., 1:]
+    mixed = jnp.where(box[:, None, :, :, None], maps, x[..., 1:])
+    return jnp.concatenate([x[..., :1], mixed], axis=-1)
 
 
 Model = DwiseNeuroModel

@@ -161,7 +161,8 @@ def batch_norm(channels: int, momentum: float, epsilon: float, rngs: nnx.Rngs) -
 class InvertedResidualBlock(nnx.Module):
     """Factorized inverted residual: + positional encoding, expand (1x1x1, BN, SiLU), depthwise
     spatial (BN, SiLU), depthwise temporal (BN, SiLU), squeeze-excitation, project (1x1x1, BN),
-    DropPath, + parameter-free shortcut of the encoded input."""
+    DropPath, + parameter-free shortcut of the encoded input (then BN, with `shortcut_norm`:
+    the reference normalises every block's shortcut, resized or not)."""
 
     def __init__(
         self,
@@ -179,6 +180,7 @@ class InvertedResidualBlock(nnx.Module):
         bn_epsilon: float,
         shortcut_downsample: str = "nearest",
         shortcut_repeat: str = "tile",
+        shortcut_norm: bool = True,
         kernels_impl: str,
         rngs: nnx.Rngs,
     ):
@@ -202,6 +204,15 @@ class InvertedResidualBlock(nnx.Module):
         self.project_norm = batch_norm(out_channels, bn_momentum, bn_epsilon, rngs)
         self.drop_path = DropPath(drop_path_rate, rngs=rngs)
         self.shortcut_modes = (str(shortcut_downsample), str(shortcut_repeat))
+        self.shortcut_norm = (batch_norm(out_channels, bn_momentum, bn_epsilon, rngs) if shortcut_norm
+                              else nnx.data(None))
+
+    def skip(self, x: jax.Array, *, train: bool) -> jax.Array:
+        """The shortcut: resized, channels repeated, then BatchNorm'd when the block has one."""
+        y = shortcut(x, self.out_channels, self.stride, *self.shortcut_modes)
+        if self.shortcut_norm is None:
+            return y
+        return self.shortcut_norm(y.astype(jnp.float32), use_running_average=not train)
 
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         ura = not train
@@ -212,7 +223,23 @@ class InvertedResidualBlock(nnx.Module):
         y = jax.nn.silu(self.temporal_norm(self.temporal(y).astype(jnp.float32), use_running_average=ura))
         y = self.se(y)
         y = self.project_norm(self.project(y).astype(jnp.float32), use_running_average=ura)
-        return self.drop_path(y, train=train) + shortcut(x, self.out_channels, self.stride, *self.shortcut_modes)
+        return self.drop_path(y, train=train) + self.skip(x, train=train)
+
+
+def block_widths(stem: int, channels: tuple[int, ...], layout: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(in, out) channels of each block. "next": block i maps channels[i] -> channels[i + 1] (the
+    last keeps its width), so a block widens before the next one strides, as the reference
+    builds them; "own": block i maps the previous width (the stem's first) to channels[i]."""
+    if not channels:
+        return (), ()
+    if layout == "next":
+        if stem != channels[0]:
+            raise ValueError(f'blocks.layout "next" needs stem.channels == blocks.channels[0], got {stem} '
+                             f'and {channels[0]}')
+        return tuple(channels), (*channels[1:], channels[-1])
+    if layout == "own":
+        return (stem, *channels[:-1]), tuple(channels)
+    raise ValueError(f'blocks.layout must be "next" or "own", got {layout!r}')
 
 
 class Core(nnx.Module):
@@ -226,6 +253,7 @@ class Core(nnx.Module):
         if len(channels) != len(strides):
             raise ValueError("blocks.channels and blocks.spatial_strides need equal lengths")
         stem = int(config.stem.channels)
+        ins, outs = block_widths(stem, channels, str(bc.layout))
         self.stem = PointwiseConv(in_channels, stem, compute_dtype=dt, rngs=rngs)
         self.stem_norm = batch_norm(stem, config.bn_momentum, config.bn_epsilon, rngs)
         rates = [float(config.drop_path_rate) * i / len(channels) for i in range(len(channels))]
@@ -237,9 +265,9 @@ class Core(nnx.Module):
                     se_reduce_ratio=int(bc.se_reduce_ratio), drop_path_rate=float(r), compute_dtype=dt,
                     bn_momentum=config.bn_momentum, bn_epsilon=config.bn_epsilon,
                     shortcut_downsample=bc.shortcut_downsample, shortcut_repeat=bc.shortcut_repeat,
-                    kernels_impl=config.kernels, rngs=rngs,
+                    shortcut_norm=bool(bc.shortcut_norm), kernels_impl=config.kernels, rngs=rngs,
                 )
-                for ci, co, s, r in zip((stem, *channels[:-1]), channels, strides, rates)
+                for ci, co, s, r in zip(ins, outs, strides, rates)
             ]
         )
         self.out_channels = int(channels[-1]) if channels else stem

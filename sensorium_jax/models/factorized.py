@@ -3,6 +3,13 @@
 Behaviour (and optionally the pupil center) enters the core as constant input maps; the
 per-mouse shifter moves every readout position by a function of the pupil center; the output
 is ELU + 1 so rates stay positive. Predictions cover the last `frames_out(T)` frames of a clip.
+
+Training adds `regularizer()`: the reference core's smoothness penalties on the first layer's
+filters (`core.gamma_input_spatial`, `core.gamma_input_temporal`) and the readout's L1 on the
+feature weights (`readout.gamma_readout`). Deviation: the reference trainer adds the core's
+penalty to every mouse's batch objective, so a step over all M mice counts it M times; a
+step over a mixed batch here counts it once (with `mouse_sampling="round"`, once per mouse as
+the reference, but then every mouse's step also carries all readouts' L1, which is 0 by default).
 """
 
 from __future__ import annotations
@@ -36,7 +43,17 @@ def default_config() -> ml_collections.ConfigDict:
                 "channels": (32, 64, 128),
                 "spatial_kernels": (11, 5, 5),
                 "temporal_kernels": (11, 5, 5),
-                "bn_momentum": 0.9,  # flax convention (torch's momentum 0.1)
+                # flax convention: the running statistics keep this fraction per step (the
+                # reference's BatchNorm momentum 0.7 in torch's convention; 0.9 before).
+                "bn_momentum": 0.3,
+                # Initialisation of both convolutions of every layer: "xavier_normal" (the
+                # reference's) or "lecun_normal" (configs saved before the option).
+                "conv_init": "xavier_normal",
+                # Smoothness penalties of the first layer's filters (the reference's weights):
+                # Laplace on the spatial filters, [-1, 4, -1] along the temporal ones, each
+                # normalised by the filters' squared norm (see models/regularizers.py).
+                "gamma_input_spatial": 10.0,
+                "gamma_input_temporal": 0.01,
                 # Spatial average pooling of the input frames: 2 quarters the cost and doubles
                 # the receptive field in pixels (small CPU configs); 1 keeps full resolution.
                 "input_pool": 1,
@@ -64,6 +81,9 @@ def default_config() -> ml_collections.ConfigDict:
                 # Start every position at the screen centre, so the retinotopic map unfolds in
                 # the data's orientation (a random start can lock in a mirrored map).
                 "centered_positions": True,
+                # L1 penalty on the feature weights (the reference's FullGaussian2d; 0 in the
+                # SENSORIUM 2023 baseline).
+                "gamma_readout": 0.0,
             },
             # zero_init: the last layer starts at 0, so no shift until one is learned (a random
             # MLP moves whole mice's positions by up to ~0.5 and can trap their readouts).
@@ -94,6 +114,9 @@ class FactorizedModel(base.Model):
             bn_momentum=cc.bn_momentum,
             spatial_padding=cc.spatial_padding,
             remat=bool(cc.remat),
+            conv_init=cc.conv_init,
+            gamma_input_spatial=float(cc.gamma_input_spatial),
+            gamma_input_temporal=float(cc.gamma_input_temporal),
             rngs=rngs,
         )
         # assigned once: NNX makes an attribute first set to None static
@@ -102,6 +125,11 @@ class FactorizedModel(base.Model):
     def frames_lost(self) -> int:
         """Frames at the start of a clip that get no prediction (independent of the length)."""
         return self.core.frames_lost()
+
+    def regularizer(self) -> jax.Array:
+        """The core's smoothness penalties plus the readout's L1 penalty (the reference trainer
+        adds the core's and the batch mouse's readout's to each mouse's loss)."""
+        return self.core.regularizer() + self.readout.regularizer()
 
     def readout_positions(self) -> base.ReadoutPositions:
         """Mean readout positions in screen pixels, through the input pooling and the core's

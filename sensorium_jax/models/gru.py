@@ -1,12 +1,21 @@
-"""The SENSORIUM 2023 GRU baseline: per-frame 2D conv core, convolutional GRU, Gaussian readout.
+"""The SENSORIUM 2023 GRU baseline: per-frame 2D core, convolutional GRU, Gaussian readout.
 
-Every frame goes through the same 2D convolutional core (no temporal kernels); a convolutional
-GRU then integrates the feature maps over time, and the Gaussian readout, the eye-position
-shifter and the ELU + 1 output are those of the factorized baseline.
+Every frame goes through the same 2D core (no temporal kernels); a convolutional GRU then
+integrates the feature maps over time, and the Gaussian readout, the eye-position shifter and
+the ELU + 1 output are those of the factorized baseline.
 
-Difference from the original: its core is rotation-equivariant (8 channels x 8 rotations = 64
-feature maps per layer); this one is a plain 2D convolutional core with 64 channels, so the
-layer sizes match but the weights are not shared across rotations.
+The core (`core.type`) is the baseline's rotation-equivariant one by default
+(`models.rotation_equivariant`: 8 channels x 8 rotations = 64 maps, 4 layers, an unpadded 9x9
+input kernel then zero-padded 7x7 kernels, Hermite filters shared across rotations, its Laplace
+and group-sparsity regularisers in `regularizer()`); "plain" is a 2D convolutional core with
+one free kernel per channel (faster on CPU; every config saved before `core.type` existed
+builds it, see `models.legacy`).
+
+Differences from the original that remain: constant input maps (behaviour, pupil centre) are
+scaled by `inputs.map_scale` ("auto": 1 / k^2; the reference feeds them unscaled: set it to
+1.0 to match); BatchNorm keeps the biased running variance (the reference the unbiased one).
+The GRU has one bias per gate where the reference has one on each of a gate's two
+convolutions: their sum, since both are added before the gate's nonlinearity.
 
 The model is causal (frames are processed independently, then the GRU only looks back from a
 zero state), so it predicts every frame of a clip: `frames_lost() == 0`.
@@ -27,6 +36,9 @@ from sensorium_jax.models.geometry import SpatialLayer, grid_to_pixels
 from sensorium_jax.models.initializers import lecun_normal
 from sensorium_jax.models.inputs import core_input, input_channels, map_scale, pool_frames
 from sensorium_jax.models.readouts import readout_and_shifter
+from sensorium_jax.models.rotation_equivariant import RotationEquivariantCore
+
+CORE_TYPES = ("rotation_equivariant", "plain")
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -42,16 +54,34 @@ def default_config() -> ml_collections.ConfigDict:
             # on CPU, else native).
             "kernels": "auto",
             "core": {
-                "channels": (64, 64, 64, 64),  # one entry per layer
+                # "rotation_equivariant" (the baseline's core, models.rotation_equivariant) or
+                # "plain" (one free 2D kernel per channel; what configs without this key built).
+                "type": "rotation_equivariant",
+                # One entry per layer. rotation_equivariant: channels per rotation (8 x 8
+                # rotations = 64 feature maps); plain: feature maps (e.g. (64, 64, 64, 64)).
+                "channels": (8, 8, 8, 8),
                 "input_kernel": 9,  # first layer's spatial kernel
                 "hidden_kernel": 7,  # every later layer's spatial kernel
-                "bn_momentum": 0.9,  # flax convention (torch's momentum 0.1)
+                # flax convention: the reference's torch momentum 0.9 (running statistics
+                # follow the latest batch closely) is 0.1 here.
+                "bn_momentum": 0.1,
                 # Spatial average pooling of the input frames (see the factorized model's config).
                 "input_pool": 1,
-                # "SAME" as in the baseline, whose core pads: unpadded, four layers of 9/7/7/7
-                # kernels would crop 26 pixels off the height and width of a 36 x 64 frame
-                # (10 x 38 left), and the receptive fields near the screen edges would fall off
-                # the feature map. "VALID" crops.
+                # -- rotation_equivariant only
+                "rotations": 8,
+                "upsampling": 2,  # Hermite filters sampled this much finer, then block-summed
+                "init_std": 0.1,  # std of the normal initial Hermite coefficients
+                # The first convolution: "VALID" as the reference (36 x 64 -> 28 x 56 maps);
+                # the hidden ones are always zero-padded by kernel // 2.
+                "input_padding": "VALID",
+                "final_nonlinearity": False,  # no ELU after the last layer, as the reference
+                # Regularisers (model.regularizer(), in summed-loss units): Laplace smoothness
+                # of the first layer's filters and group sparsity of the hidden ones, with the
+                # reference's weights (set for its competition-scale summed loss).
+                "gamma_input": 500.0,
+                "gamma_hidden": 500_000.0,
+                # -- plain only: "SAME" pads every layer, "VALID" crops every layer (26 pixels
+                # off the height and the width for 9/7/7/7 kernels).
                 "spatial_padding": "SAME",
             },
             # The GRU's convolutions are always zero-padded ("SAME"): the recurrent one must map
@@ -75,6 +105,7 @@ def default_config() -> ml_collections.ConfigDict:
                 "full_sigma": True,
                 "neuron_chunk": 1024,
                 "centered_positions": True,
+                "gamma_readout": 0.0,  # L1 on the feature weights (the baseline's 0)
             },
             "shifter": {"enabled": True, "hidden": (5, 5), "zero_init": True},
         }
@@ -152,6 +183,10 @@ class FrameCore(nnx.Module):
         """The stride-1 spatial convolutions between the input and the feature map."""
         return tuple((k, self.spatial_padding) for k in self.kernel_sizes)
 
+    def regularizer(self) -> jax.Array:
+        """No penalty: the plain core is trained as before `core.type` existed."""
+        return jnp.zeros((), jnp.float32)
+
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         def run(images: jax.Array) -> jax.Array:
             for layer in self.layers:
@@ -222,6 +257,41 @@ class ConvGRU(nnx.Module):
         return jnp.moveaxis(hs, 0, 1)
 
 
+def build_core(
+    cc: ml_collections.ConfigDict, in_channels: int, compute_dtype: str, rngs: nnx.Rngs
+) -> RotationEquivariantCore | FrameCore:
+    """The per-frame core `cc.type` names, from the `core` section of the config."""
+    if cc.type == "rotation_equivariant":
+        return RotationEquivariantCore(
+            in_channels,
+            tuple(cc.channels),
+            int(cc.input_kernel),
+            int(cc.hidden_kernel),
+            rotations=int(cc.rotations),
+            upsampling=int(cc.upsampling),
+            input_padding=cc.input_padding,
+            init_std=float(cc.init_std),
+            bn_momentum=float(cc.bn_momentum),
+            final_nonlinearity=bool(cc.final_nonlinearity),
+            gamma_input=float(cc.gamma_input),
+            gamma_hidden=float(cc.gamma_hidden),
+            compute_dtype=compute_dtype,
+            rngs=rngs,
+        )
+    if cc.type == "plain":
+        return FrameCore(
+            in_channels,
+            tuple(cc.channels),
+            int(cc.input_kernel),
+            int(cc.hidden_kernel),
+            compute_dtype=compute_dtype,
+            bn_momentum=cc.bn_momentum,
+            spatial_padding=cc.spatial_padding,
+            rngs=rngs,
+        )
+    raise ValueError(f"model.core.type must be one of {CORE_TYPES}, got {cc.type!r}")
+
+
 class GRUModel(base.Model):
     """`model(batch, train)` -> positive rates [B, T, Nmax] (every frame, causal)."""
 
@@ -234,16 +304,7 @@ class GRUModel(base.Model):
         self.input_pool = int(cc.input_pool)
         self.map_scale = map_scale(inputs.map_scale, cc.input_kernel)
         self.frame_shape = tuple(int(s) for s in card.frame_shape)
-        self.core = FrameCore(
-            input_channels(card, inputs),
-            tuple(cc.channels),
-            int(cc.input_kernel),
-            int(cc.hidden_kernel),
-            compute_dtype=config.compute_dtype,
-            bn_momentum=cc.bn_momentum,
-            spatial_padding=cc.spatial_padding,
-            rngs=rngs,
-        )
+        self.core = build_core(cc, input_channels(card, inputs), config.compute_dtype, rngs)
         self.gru = ConvGRU(
             self.core.out_channels,
             int(gc.channels),
@@ -255,6 +316,11 @@ class GRUModel(base.Model):
         )
         # assigned once: NNX makes an attribute first set to None static
         self.readout, self.shifter = readout_and_shifter(config, card, int(gc.channels), rngs)
+
+    def regularizer(self) -> jax.Array:
+        """The core's penalty (the rotation-equivariant core's Laplace and group sparsity)
+        plus the readout's (L1 on the feature weights)."""
+        return self.core.regularizer() + self.readout.regularizer()
 
     def frames_lost(self) -> int:
         """No frame is lost: the GRU starts from a zero state and predicts every frame."""

@@ -50,3 +50,29 @@ def uniform(limit: float) -> Initializer:
         return _draw(key, shape, limit, "uniform").astype(dtype)
 
     return init
+
+
+def xavier_normal(gain: float = 1.0) -> Initializer:
+    """Glorot/Xavier normal for a convolution kernel laid out (*receptive, in, out) or a dense
+    (in, out): std = gain * sqrt(2 / (fan_in + fan_out)), both fans counting the receptive
+    field, as torch's `xavier_normal_` on the same kernel (what the reference cores use)."""
+
+    def init(key: jax.Array, shape: Sequence[int], dtype: jnp.dtype = jnp.float32) -> jax.Array:
+        receptive = math.prod(shape[:-2])
+        fan_in, fan_out = shape[-2] * receptive, shape[-1] * receptive
+        return _draw(key, shape, gain * math.sqrt(2.0 / max(fan_in + fan_out, 1)), "normal").astype(dtype)
+
+    return init
+
+
+CONV_INITIALIZERS: dict[str, Callable[[], Initializer]] = {
+    "xavier_normal": xavier_normal,
+    "lecun_normal": lecun_normal,
+}
+
+
+def conv_initializer(name: str) -> Initializer:
+    """The convolution initializer called `name` (`CONV_INITIALIZERS`)."""
+    if name not in CONV_INITIALIZERS:
+        raise ValueError(f"unknown initializer {name!r}; known: {', '.join(sorted(CONV_INITIALIZERS))}")
+    return CONV_INITIALIZERS[name]()

@@ -8,11 +8,13 @@ maths and call these with the form their config names. The choice is made once, 
   in the GRU's recurrence, native grouped depthwise convolutions, ensemble members vmapped into
   one batched program. The form for accelerators.
 - "folded": reformulations XLA runs well on CPU: the factorized core's 3D convolutions as 2D
-  convolutions (frames folded into the batch, or time over (T, H*W)), the GRU's recurrent
+  convolutions (frames folded into the batch, or time over (T, H*W)), its temporal
+  convolutions of `WIDE_TEMPORAL` or more channels as matrix products (chosen per layer shape
+  by measurement: `temporal_form`), the GRU's recurrent
   convolutions as one matrix product of shifted patches, depthwise convolutions as shifted
   multiply-adds, ensemble members one after another in the program.
-- "matmul": "folded", and the factorized core's temporal convolutions as matrix products of
-  time-shifted frames (faster for wide layers on CPU, slower for narrow ones).
+- "matmul": "folded", and every temporal convolution of the factorized core as matrix products
+  of time-shifted frames (faster for wide layers on CPU, slower for narrow ones).
 - "auto": "folded" on CPU, "native" elsewhere: the fastest measured for the backend.
 
 docs/PERFORMANCE.md has the measurements behind each choice.
@@ -107,6 +109,20 @@ def temporal_conv_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return sum(jnp.einsum("bthwc,cd->bthwd", x[:, i : i + t], kernel[i, 0, 0]) for i in range(kt))
 
 
+# Channels from which "folded" runs a temporal convolution as matrix products: XLA:CPU's
+# (kt, 1) convolution over (T, H*W) falls far behind them for wide layers (docs/PERFORMANCE.md).
+WIDE_TEMPORAL = 64
+
+
+def temporal_form(impl: str, channels_in: int, channels_out: int) -> str:
+    """How a (kt, 1, 1) convolution runs in form `impl`: "native" (3D), "folded" (2D over
+    (T, H*W)) or "matmul" (shifted frames); "folded" picks by the layer's width."""
+    impl = check(impl)
+    if impl == "folded" and min(channels_in, channels_out) >= WIDE_TEMPORAL:
+        return "matmul"
+    return impl
+
+
 def factorized_conv(x: jax.Array, kernel: jax.Array, impl: str, padding: str = "VALID") -> jax.Array:
     """A 3D convolution whose kernel is (1, k, k) or (k, 1, 1), in the form `impl` names; never
     padded in time, padded in space as `padding` ("VALID" or "SAME") says. The kernel keeps
@@ -118,7 +134,8 @@ def factorized_conv(x: jax.Array, kernel: jax.Array, impl: str, padding: str = "
     if kt == 1:
         return spatial_conv_folded(x, kernel, padding)
     if kh == 1 and kw == 1:
-        return temporal_conv_matmul(x, kernel) if impl == "matmul" else temporal_conv_folded(x, kernel)
+        form = temporal_form(impl, *kernel.shape[3:5])
+        return temporal_conv_matmul(x, kernel) if form == "matmul" else temporal_conv_folded(x, kernel)
     return conv3d(x, kernel, padding)
 
 

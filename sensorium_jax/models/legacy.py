@@ -3,6 +3,11 @@
 Checkpoints keep the config they were trained with, so a run from before the `model.kernels`
 option (when each model named its own backend choice) or from before a key existed must still
 load and resume. Only the names change: parameters and the forward pass are the same.
+
+Keys added since a config was saved take today's defaults, except those whose default changed
+what training does (`_EARLIER_BEHAVIOUR`): a config without them gets the value that reproduces
+how it was trained, so a resumed run keeps its objective and a rebuilt one its initialisation.
+Keys the config has (e.g. an old `bn_momentum` of 0.9) are always kept.
 """
 
 from __future__ import annotations
@@ -15,6 +20,19 @@ _LEGACY_KERNELS: dict[tuple[str | None, str], dict[str, str]] = {
     ("gru", "recurrent_conv"): {"auto": "auto", "native": "native", "patches": "folded"},
     ("blocks", "depthwise_impl"): {"auto": "auto", "native": "native", "shifts": "folded"},
     (None, "member_loop"): {"auto": "auto", "vmap": "native", "unroll": "folded", "map": "folded"},
+}
+
+
+# model name -> (section, key) -> the behaviour of configs saved before the key existed.
+_EARLIER_BEHAVIOUR: dict[str, dict[tuple[str, str], object]] = {
+    "factorized": {
+        ("core", "conv_init"): "lecun_normal",
+        ("core", "gamma_input_spatial"): 0.0,
+        ("core", "gamma_input_temporal"): 0.0,
+    },
+    "gru": {("core", "type"): "plain"},  # the core before the rotation-equivariant one
+    # blocks in their own width and plain shortcuts, before the reference's layout
+    "dwiseneuro": {("blocks", "layout"): "own", ("blocks", "shortcut_norm"): False},
 }
 
 
@@ -31,7 +49,17 @@ def upgrade(config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDi
             del parent[key]
         if "kernels" not in upgraded and old in values:
             upgraded.kernels = values[old]
+    _fill_earlier_behaviour(upgraded)
     return _fill(upgraded, defaults)
+
+
+def _fill_earlier_behaviour(config: ml_collections.ConfigDict) -> None:
+    """Missing keys of `_EARLIER_BEHAVIOUR` set to how configs without them trained."""
+    for (section, key), value in _EARLIER_BEHAVIOUR.get(config.get("name"), {}).items():
+        parent = config.get(section)
+        if parent is not None and key not in parent:
+            with parent.unlocked():
+                parent[key] = value
 
 
 def _fill(config: ml_collections.ConfigDict, defaults: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

@@ -18,6 +18,7 @@ import numpy as np
 from flax import nnx
 
 from sensorium_jax.data.card import DatasetCard
+from sensorium_jax.models import regularizers
 from sensorium_jax.models.initializers import uniform
 from sensorium_jax.models.shifter import MLPShifter, StackedMLP
 
@@ -29,27 +30,31 @@ class ReadoutConstant(nnx.Variable):
 def bilinear_sample(features: jax.Array, grid: jax.Array) -> jax.Array:
     """Bilinear interpolation of feature maps at per-frame positions, by one gather.
 
-    features [B, T, H, W, C]; grid [B, T, N, 2] as (x, y) in [-1, 1] (clamped). Returns
-    [B, T, N, C]. Works under jit and vmap; no `map_coordinates`. The four corners go through
-    a single gather (one scatter-add in the backward pass): 3x faster gradients on CPU than
-    four separate gathers at 4 clips x 20 frames x 4000 neurons x 64 channels.
+    features [B, T, H, W, C]; grid [B, T, N, 2] as (x, y), [-1, 1] spanning the map. Returns
+    [B, T, N, C]. Outside the map the features are zero, as in the reference's
+    `grid_sample(..., padding_mode="zeros", align_corners=True)`: a position the shifter moves
+    past the border reads only its corners that are still on the map. Works under jit and
+    vmap; no `map_coordinates`. The four corners go through a single gather (one scatter-add
+    in the backward pass): 3x faster gradients on CPU than four separate gathers at 4 clips x
+    20 frames x 4000 neurons x 64 channels.
     """
     b, t, h, w, c = features.shape
     n = grid.shape[2]
-    grid = jnp.clip(grid.astype(jnp.float32), -1.0, 1.0)
+    grid = grid.astype(jnp.float32)
     x = (grid[..., 0] + 1.0) * 0.5 * (w - 1)
     y = (grid[..., 1] + 1.0) * 0.5 * (h - 1)
-    x0 = jnp.clip(jnp.floor(x), 0, max(w - 2, 0))
-    y0 = jnp.clip(jnp.floor(y), 0, max(h - 2, 0))
+    x0, y0 = jnp.floor(x), jnp.floor(y)
     wx, wy = x - x0, y - y0
     x0i, y0i = x0.astype(jnp.int32), y0.astype(jnp.int32)
-    x1i, y1i = jnp.minimum(x0i + 1, w - 1), jnp.minimum(y0i + 1, h - 1)
-    index = jnp.stack([y0i * w + x0i, y0i * w + x1i, y1i * w + x0i, y1i * w + x1i], axis=-1)
-    weight = jnp.stack([(1 - wy) * (1 - wx), (1 - wy) * wx, wy * (1 - wx), wy * wx], axis=-1)
-    corners = jnp.take_along_axis(
+    corners = ((x0i, y0i, (1 - wy) * (1 - wx)), (x0i + 1, y0i, (1 - wy) * wx),
+               (x0i, y0i + 1, wy * (1 - wx)), (x0i + 1, y0i + 1, wy * wx))
+    index = jnp.stack([jnp.clip(yi, 0, h - 1) * w + jnp.clip(xi, 0, w - 1) for xi, yi, _ in corners], axis=-1)
+    on_map = lambda xi, yi: (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)  # noqa: E731
+    weight = jnp.stack([jnp.where(on_map(xi, yi), wi, 0.0) for xi, yi, wi in corners], axis=-1)
+    values = jnp.take_along_axis(
         features.reshape(b, t, h * w, c), index.reshape(b, t, n * 4, 1), axis=2, mode="clip"
     )
-    return jnp.einsum("btnkc,btnk->btnc", corners.reshape(b, t, n, 4, c), weight.astype(features.dtype))
+    return jnp.einsum("btnkc,btnk->btnc", values.reshape(b, t, n, 4, c), weight.astype(features.dtype))
 
 
 def sample_and_weigh(
@@ -114,6 +119,7 @@ class GaussianReadout(nnx.Module):
     a bias. Training samples positions mu + sigma @ eps per frame; evaluation uses mu.
     `centered_positions` starts every mu at the centre (the MLP's last layer at zero).
     `neuron_chunk` bounds the memory of the sampling step (see `sample_and_weigh`).
+    `gamma_readout` weighs the L1 penalty on the feature weights (`regularizer`).
     """
 
     def __init__(
@@ -127,12 +133,15 @@ class GaussianReadout(nnx.Module):
         full_sigma: bool = True,
         neuron_chunk: int | None = None,
         centered_positions: bool = False,
+        gamma_readout: float = 0.0,
         rngs: nnx.Rngs,
     ):
         if not 1 <= position_inputs <= 3:
             raise ValueError(f"position_inputs must be 1, 2 or 3, got {position_inputs}")
         n_mice, n_max = len(card.mice), card.max_neurons
         self.full_sigma = full_sigma
+        self.gamma_readout = float(gamma_readout)
+        self.n_neurons = tuple(int(n) for n in card.n_neurons)  # static: no state, old checkpoints load
         self.neuron_chunk = int(neuron_chunk) if neuron_chunk else None
         self.coordinates = ReadoutConstant(jnp.asarray(_normalized_coordinates(card, position_inputs)))
         # centered_positions: every neuron starts at the screen centre and the map unfolds
@@ -159,6 +168,15 @@ class GaussianReadout(nnx.Module):
     def positions(self) -> jax.Array:
         """Mean positions of all mice's neurons, [M, Nmax, 2] in [-1, 1]."""
         return self.position_mlp.all(self.coordinates[...])
+
+    def regularizer(self) -> jax.Array:
+        """gamma_readout * sum |feature weights| over every mouse's real neurons (the reference's
+        `FullGaussian2d.regularizer` with its default `reduction="sum"`); 0 when gamma is 0."""
+        if not self.gamma_readout:
+            return jnp.zeros((), jnp.float32)
+        n_max = self.features.shape[1]
+        mask = np.arange(n_max)[None, :] < np.asarray(self.n_neurons)[:, None]
+        return self.gamma_readout * regularizers.feature_l1(self.features[...], mask)
 
     def __call__(
         self,
@@ -202,6 +220,9 @@ def readout_and_shifter(
         full_sigma=ro.full_sigma,
         neuron_chunk=ro.neuron_chunk,
         centered_positions=bool(ro.centered_positions),
+        # a model outside this package may share this block with a readout section from before
+        # the option: no penalty then (the baseline's value)
+        gamma_readout=float(ro.get("gamma_readout", 0.0)),
         rngs=rngs,
     )
     shifter = None

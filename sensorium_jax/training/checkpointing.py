@@ -97,14 +97,15 @@ class Checkpoints:
         restored = manager.restore(step, args=ocp.args.Composite(**items))
         return restored["state"], restored["meta"]
 
-    def resume(self, state_like: Any, iterator: Any) -> Resumed | None:
-        """The newest intact checkpoint of `latest` or `best` (None: there is none at all).
+    def resume(self, state_like: Any, iterator: Any, kinds: tuple[str, ...] = (LATEST, BEST)) -> Resumed | None:
+        """The newest intact checkpoint of `kinds` (`latest`, `best`; None: there is none at all).
 
         A damaged one is skipped with a one-line warning; none intact is one `InputDataError` line.
         The best checkpoint has no iterator item: batches are a pure function of (seed, step),
-        so the iterator is set to that step (`iterator_at_step`).
+        so the iterator is set to that step (`iterator_at_step`). An ensemble's best checkpoint
+        holds each member's best parameters, from different steps, so it resumes from `latest` only.
         """
-        candidates = sorted(((step, kind) for kind in (LATEST, BEST) for step in self._manager(kind).all_steps()),
+        candidates = sorted(((step, kind) for kind in kinds for step in self._manager(kind).all_steps()),
                             key=lambda c: (-c[0], c[1] != LATEST))
         damaged: list[tuple[int, str]] = []
         reasons: list[str] = []

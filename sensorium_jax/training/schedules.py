@@ -1,7 +1,11 @@
 """Host-side learning-rate control driven by the validation score.
 
 Reduce-on-plateau and early stopping act on a metric seen once per evaluation, so they
-live outside the compiled step; the step only reads a scalar learning-rate scale.
+live outside the compiled step; the step only reads a scalar learning-rate scale. Two plateau
+rules: "simple" (one patience counter lowers the rate and, past `max_reductions`, stops) and
+"reference" (the SENSORIUM 2023 baselines' trainer: an early stopper whose patience restores
+the best parameters and stops at its `max_reductions`-th plateau, beside a rate scheduler that
+counts on its own). Both are pure functions of (state, score), checked on scripted sequences.
 """
 
 from __future__ import annotations
@@ -12,13 +16,37 @@ import math
 import optax
 
 
+PLATEAU_RULES = ("simple", "reference")
+# torch's ReduceLROnPlateau ignores a reduction smaller than this (in learning-rate units).
+RATE_EPS = 1e-8
+
+
 @dataclasses.dataclass(frozen=True)
 class PlateauState:
+    """The host-side schedule state; saved in every checkpoint's meta so a resume continues it.
+
+    `best`/`best_step`/`bad_evaluations` are the early stopper's; `plateaus` counts the times its
+    patience ran out (each one restores the best parameters with `schedule.restore_best`).
+    `rate_best`/`rate_bad_evaluations` are the rate scheduler's own, used by the "reference"
+    rule, whose scheduler counts separately from the stopper (as torch's ReduceLROnPlateau
+    next to neuralpredictors' early_stopping does).
+    """
+
     best: float = -math.inf
     best_step: int = -1
     bad_evaluations: int = 0
     scale: float = 1.0
     reductions: int = 0
+    plateaus: int = 0
+    rate_best: float = -math.inf
+    rate_bad_evaluations: int = 0
+
+
+def track_best(state: PlateauState, score: float, step: int, threshold: float = 1e-6) -> PlateauState:
+    """The best score only (schedules without a plateau rule still report their best step)."""
+    if score > state.best + threshold:
+        return dataclasses.replace(state, best=score, best_step=step, bad_evaluations=0)
+    return dataclasses.replace(state, bad_evaluations=state.bad_evaluations + 1)
 
 
 def plateau_update(
@@ -30,8 +58,11 @@ def plateau_update(
     patience: int,
     max_reductions: int,
     threshold: float = 1e-6,
+    min_scale: float = 0.0,
 ) -> tuple[PlateauState, bool]:
-    """Records one validation score (higher is better); returns (new state, stop?)."""
+    """The "simple" rule: one counter. After `patience` bad evaluations the next one lowers the
+    scale by `factor` (not below `min_scale`) and counts a plateau; the first one past patience
+    after `max_reductions` reductions stops. Returns (new state, stop?)."""
     if score > state.best + threshold:
         return dataclasses.replace(state, best=score, best_step=step, bad_evaluations=0), False
     bad = state.bad_evaluations + 1
@@ -40,9 +71,81 @@ def plateau_update(
     if state.reductions >= max_reductions:
         return dataclasses.replace(state, bad_evaluations=bad), True
     reduced = dataclasses.replace(
-        state, scale=state.scale * factor, reductions=state.reductions + 1, bad_evaluations=0
+        state, scale=max(state.scale * factor, min_scale), reductions=state.reductions + 1,
+        plateaus=state.plateaus + 1, bad_evaluations=0,
     )
     return reduced, False
+
+
+def reference_start(state: PlateauState, untrained_score: float) -> PlateauState:
+    """The early stopper's first best is the untrained model's score (step 0), as in the reference;
+    the rate scheduler's starts at -inf."""
+    return dataclasses.replace(state, best=untrained_score, best_step=0)
+
+
+def reference_plateau_update(
+    state: PlateauState,
+    score: float,
+    step: int,
+    *,
+    factor: float,
+    patience: int,
+    max_plateaus: int,
+    threshold: float = 1e-6,
+    min_scale: float = 0.0,
+    eps: float = 0.0,
+) -> tuple[PlateauState, bool]:
+    """The "reference" rule: neuralpredictors' `early_stopping(interval=1, lr_decay_steps=
+    max_plateaus)` around torch's `ReduceLROnPlateau(mode="max", threshold_mode="abs")`.
+
+    The scheduler steps first: a score above its best by more than `threshold` resets its count,
+    otherwise the count grows and past `patience` the scale drops by `factor` (not below
+    `min_scale`; a drop of `eps` or less is skipped) and the count resets. Then the stopper: after
+    `patience` bad evaluations in a row it counts a plateau (the best parameters come back) and
+    its count resets, the scheduler's does not; the `max_plateaus`-th plateau stops.
+    Returns (new state, stop?).
+    """
+    rate_bad = 0 if score > state.rate_best + threshold else state.rate_bad_evaluations + 1
+    rate_best = score if rate_bad == 0 else state.rate_best
+    scale, reductions = state.scale, state.reductions
+    if rate_bad > patience:
+        lowered = max(scale * factor, min_scale)
+        if scale - lowered > eps:
+            scale, reductions = lowered, reductions + 1
+        rate_bad = 0
+    state = dataclasses.replace(state, scale=scale, reductions=reductions, rate_best=rate_best,
+                                rate_bad_evaluations=rate_bad)
+    state = track_best(state, score, step, threshold)
+    if state.bad_evaluations < patience:
+        return state, False
+    plateaus = state.plateaus + 1
+    return dataclasses.replace(state, plateaus=plateaus, bad_evaluations=0), plateaus >= max_plateaus
+
+
+def uses_reference_rule(schedule_config) -> bool:
+    return schedule_config.name == "plateau" and schedule_config.get("plateau_rule", "simple") == "reference"
+
+
+def schedule_update(schedule_config, state: PlateauState, score: float, step: int) -> tuple[PlateauState, bool]:
+    """One validation score through the rule `schedule_config` names; returns (new state, stop?).
+
+    Configs written before a field existed read its old behaviour (no floor, threshold 1e-6).
+    """
+    threshold = float(schedule_config.get("plateau_threshold", 1e-6))
+    if schedule_config.name != "plateau":
+        return track_best(state, score, step, threshold), False
+    rate = float(schedule_config.learning_rate)
+    options = dict(factor=float(schedule_config.plateau_factor), patience=int(schedule_config.plateau_patience),
+                   threshold=threshold, min_scale=float(schedule_config.get("min_learning_rate", 0.0)) / rate)
+    if uses_reference_rule(schedule_config):
+        return reference_plateau_update(state, score, step, max_plateaus=int(schedule_config.max_reductions),
+                                        eps=RATE_EPS / rate, **options)
+    return plateau_update(state, score, step, max_reductions=int(schedule_config.max_reductions), **options)
+
+
+def restores_best(schedule_config, before: PlateauState, after: PlateauState) -> bool:
+    """Whether this evaluation ended a plateau and the best parameters are to be restored."""
+    return bool(schedule_config.get("restore_best", False)) and after.plateaus > before.plateaus
 
 
 def learning_rate_schedule(config, total_steps: int) -> optax.Schedule:
@@ -63,6 +166,9 @@ def learning_rate_schedule(config, total_steps: int) -> optax.Schedule:
 
 
 def make_optimizer(optimizer_config, schedule: optax.Schedule) -> optax.GradientTransformation:
+    """The optimizer of one model. An ensemble applies it to each member on its own (its state
+    is initialised per member and the update mapped over them), so Adam's moments and counts and
+    the global norm of `grad_clip_norm` are each member's own, as in its separate run."""
     name = optimizer_config.name
     if name == "adamw":
         tx = optax.adamw(schedule, weight_decay=optimizer_config.weight_decay)

@@ -33,7 +33,8 @@ def _pad_examples(batch: dict[str, np.ndarray], size: int) -> dict[str, np.ndarr
 class ShardedPredictor:
     """`predict_normalized(batch)` over a replicated predict step on the data mesh.
 
-    Whole trials are predicted (in windows for models with a fixed `clip_length`); frames the
+    Whole trials are predicted (in windows for models with a fixed `clip_length`, combined by
+    `window_rule`: "centred", the fast default, or "stride1_mean"); frames the
     model cannot predict (lost to its temporal receptive field) are NaN, so scoring masks them
     like padding. Batches are padded to the compiled size `padded_size(batch_size)`.
     """
@@ -46,8 +47,10 @@ class ShardedPredictor:
         *,
         frames_lost: int = 0,
         clip_length: int | None = None,
+        window_rule: str = "centred",
     ):
         self.predict = predict
+        self.window_rule = window_rule
         self.mesh = mesh
         self.compiled_size = padded_size(batch_size)
         self.frames_lost = frames_lost
@@ -62,7 +65,7 @@ class ShardedPredictor:
         count = batch["mouse"].shape[0]
         padded = _pad_examples(batch, self.compiled_size)
         full = predict_frames(self._forward, padded, frames_lost=self.frames_lost, clip_length=self.clip_length,
-                              pad_start=False)
+                              pad_start=False, rule=self.window_rule)
         return full[:count]
 
 
@@ -76,11 +79,13 @@ def predict_tier(
     *,
     frames_lost: int = 0,
     clip_length: int | None = None,
+    window_rule: str = "centred",
 ) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
     """Yields (batch, predictions [B, T, N]) for every trial of a tier of one mouse (NaN where
     the model predicts nothing): the trainer's own predictions, for tests and tools."""
     n_neurons = store.meta(mouse).n_neurons
-    predictor = ShardedPredictor(predict, mesh, batch_size, frames_lost=frames_lost, clip_length=clip_length)
+    predictor = ShardedPredictor(predict, mesh, batch_size, frames_lost=frames_lost, clip_length=clip_length,
+                                 window_rule=window_rule)
     for batch in make_eval_batches(store, mouse, tier, batch_size):
         yield batch, predictor.predict_normalized(batch)[..., :n_neurons]
 
