@@ -1,6 +1,9 @@
-"""Ensembles as one program, whole-trial windows, and the parameter EMA in the train step."""
+"""Ensembles as one program (members are independent runs: member k equals the separate run
+with seed k), whole-trial windows, and the parameter EMA in the train step."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -10,12 +13,16 @@ import optax
 import pytest
 from flax import nnx
 
-from sensorium_jax.models import build_model, get_loss
+from sensorium_jax.config import load_config
+from sensorium_jax.models import build_model, default_model_config, get_loss
+from sensorium_jax.models.ensemble import member_run_config, member_slice
 from sensorium_jax.models.windows import predict_frames, window_starts
 from sensorium_jax.training.mesh import make_data_mesh, replicate
 from sensorium_jax.training.state import create_train_state
 from sensorium_jax.training.steps import ema_decay_at, make_train_step, model_loss
 from test_models import make_batch, make_card, tiny_config
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def ensemble_config(members=3, loop="native"):
@@ -105,6 +112,231 @@ def test_ensemble_of_ensembles_is_refused():
     config.member = ensemble_config(2)
     with pytest.raises(ValueError, match="ensembles"):
         build_model(config, make_card(), nnx.Rngs(0))
+
+
+# -- members are independent runs
+
+
+def tiny_ensemble(store, members=2):
+    """Two members of a shrunk smoke model (BatchNorm, a sampling readout) with CutMix on, so
+    batches, statistics and augmentation keys must all be each member's own."""
+    config = load_config(REPO / "configs" / "smoke.py")
+    config.data.store = str(store)
+    config.data.clip_length = 12
+    config.data.clips_per_mouse = 2
+    config.data.prefetch = 1
+    config.data.read_threads = 1
+    config.model.core.channels = (4, 4)
+    config.model.core.spatial_kernels = (5, 3)
+    config.model.core.temporal_kernels = (3, 3)
+    config.train.cutmix.probability = 0.5
+    config.optimizer.grad_clip_norm = 1.0  # a global norm: must be each member's own
+    member = config.model
+    config.model = default_model_config("ensemble")
+    config.model.members = members
+    config.model.member = member
+    return config
+
+
+def run_steps(config, store, steps):
+    from sensorium_jax.data.store import open_store
+    from sensorium_jax.training.loop import build_training, device_batches
+
+    mesh = make_data_mesh()
+    setup = build_training(config, open_store(store), mesh)
+    batches = device_batches(setup.dataset, mesh, config)
+    state = setup.state
+    for _ in range(steps):
+        state, _ = setup.train_step(state, next(batches))
+    return to_host(state)
+
+
+def to_host(tree):
+    """NumPy leaves (PRNG keys as their key data), safe from the step's donated buffers."""
+    def host(x):
+        if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
+            x = jax.random.key_data(x)
+        return np.asarray(x)
+
+    return jax.tree.map(host, tree)
+
+
+def assert_trees_close(a, b, rtol=2e-4, atol=2e-6):
+    leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+    assert len(leaves_a) == len(leaves_b) > 0
+    for x, y in zip(leaves_a, leaves_b):
+        x, y = to_host(x), to_host(y)
+        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("loop", ["folded", "native"])
+def test_member_k_equals_the_separate_run_with_seed_k(tiny_store, loop):
+    config = tiny_ensemble(tiny_store)
+    config.model.kernels = loop
+    steps = 20
+    together = run_steps(config, tiny_store, steps)
+    assert together.lr_scale.shape == (2,) and together.active.tolist() == [True, True]
+    for k in range(2):
+        single_config = member_run_config(config, k)
+        assert single_config.seed == k and single_config.model.name == "factorized"
+        alone = run_steps(single_config, tiny_store, steps)
+        member = lambda tree, k=k: member_slice(tree, k)  # noqa: E731
+        assert_trees_close(member(together.params), alone.params)
+        assert_trees_close(member(together.rest), alone.rest)  # BatchNorm statistics, RNG keys and counts
+        assert_trees_close(member(together.opt_state), alone.opt_state)
+    first, second = (member_slice(together.params, k) for k in range(2))
+    assert max(float(np.abs(a - b).max()) for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(second))) > 1e-3
+
+
+def test_member_batches_are_the_separate_runs_batches(tiny_store):
+    from sensorium_jax.data.store import open_store
+    from sensorium_jax.training.loop import make_training_dataset
+
+    config = tiny_ensemble(tiny_store, members=3)
+    config.seed = 5
+    store = open_store(tiny_store)
+    stacked = iter(make_training_dataset(config, store))
+    singles = [iter(make_training_dataset(member_run_config(config, k), store)) for k in range(3)]
+    for _ in range(2):
+        batch = next(stacked)
+        alone = [next(s) for s in singles]
+        assert batch["video"].shape[0] == 3
+        for k in range(3):
+            for key in alone[k]:
+                np.testing.assert_array_equal(batch[key][k], alone[k][key])
+    assert not np.array_equal(batch["video"][0], batch["video"][1])
+    assert member_run_config(config, 2).seed == 7
+
+
+def test_ensemble_initialisation_is_each_seeds_own_model():
+    from sensorium_jax.models.ensemble import build_for_run
+
+    card = make_card()
+    config = ensemble_config(3, "folded")
+    together = nnx.state(build_for_run(config, card, seed=4).members)
+    for k in range(3):
+        alone = nnx.state(build_model(tiny_config(), card, nnx.Rngs(4 + k)))
+        assert_trees_close(member_slice(together, k), alone, rtol=0, atol=0)
+
+
+def _ensemble_loop_config(tiny_store):
+    config = tiny_ensemble(tiny_store)
+    config.train.cutmix.probability = 0.0
+    config.train.steps = 10
+    config.train.eval_every = 2
+    config.train.log_every = 1
+    config.schedule.name = "plateau"
+    config.schedule.update(plateau_patience=0, max_reductions=0, plateau_factor=0.1)
+    return config
+
+
+def scripted(scores):
+    calls = []
+
+    def score(*args, **kwargs):
+        calls.append(len(calls))
+        return scores[len(calls) - 1], {}
+
+    return score, calls
+
+
+# Calls in the loop's order: untrained (members 0, 1), then each evaluation's running members, then
+# the ensemble's best checkpoint. Member 0: best at step 2, worse at 4: stops (patience 0, no
+# reduction left). Member 1 improves at every evaluation up to step 10.
+STOP_SCORES = [0.0, 0.0, 0.3, 0.1, 0.25, 0.2, 0.3, 0.35, 0.4, 0.5]
+
+
+def _saved(config, workdir, kind, step):
+    from sensorium_jax.data.store import open_store
+    from sensorium_jax.training import checkpointing
+    from sensorium_jax.training.loop import build_training
+
+    setup = build_training(config, open_store(config.data.store), make_data_mesh())
+    checkpoints = checkpointing.Checkpoints(workdir)
+    state, meta = checkpoints.restore(kind, setup.state, step=step)
+    checkpoints.close()
+    return to_host(state), meta
+
+
+def _same(a, b) -> bool:
+    return all(np.array_equal(np.asarray(x), np.asarray(y)) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_a_members_early_stop_freezes_only_that_member_and_best_is_per_member(tiny_store, tmp_path, monkeypatch):
+    import sensorium_jax
+    from sensorium_jax.training import checkpointing, loop
+    from sensorium_jax.training.logging_utils import read_metrics
+
+    monkeypatch.setattr(checkpointing, "KEEP_LATEST", 10)  # every evaluation's state stays readable
+    score, calls = scripted(STOP_SCORES)
+    monkeypatch.setattr(loop, "validation_score", score)
+    config = _ensemble_loop_config(tiny_store)
+    summary = loop.train_and_evaluate(config, tmp_path)
+    assert len(calls) == len(STOP_SCORES) and summary.steps == 10
+    assert summary.members == [
+        {"best_validation_correlation": 0.3, "best_step": 2, "stopped_early": True},
+        {"best_validation_correlation": 0.4, "best_step": 10, "stopped_early": False},
+    ]
+    assert summary.best_validation_correlation == 0.5 and summary.best_step == 10  # the ensemble's, at its best
+    validations = read_metrics(tmp_path, "validation")
+    assert [v["member_validation_correlation"] for v in validations[3:]] == [[None, 0.3], [None, 0.35], [None, 0.4]]
+
+    states = {step: _saved(config, tmp_path, checkpointing.LATEST, step) for step in (2, 4, 6, 10)}
+    frozen = [member_slice((s.params, s.rest, s.opt_state), 0) for s, _ in (states[4], states[6], states[10])]
+    assert _same(frozen[0], frozen[1]) and _same(frozen[0], frozen[2]), "a stopped member takes no more steps"
+    assert not _same(member_slice(states[4][0].params, 1), member_slice(states[10][0].params, 1))
+    assert states[10][0].active.tolist() == [False, True] and states[10][1]["stopped"] == [True, False]
+
+    best, meta = _saved(config, tmp_path, checkpointing.BEST, 10)
+    assert _same(member_slice(best.params, 0), member_slice(states[2][0].params, 0)), "member 0's best: step 2"
+    assert _same(member_slice(best.params, 1), member_slice(states[10][0].params, 1)), "member 1's best: step 10"
+    assert [p["best_step"] for p in meta["plateau"]] == [2, 10]
+    predictor = sensorium_jax.load(tmp_path)  # predicts with every member's own best
+    assert _same(predictor.variables["params"], best.params)
+
+
+def test_ensemble_resumes_every_member_on_its_trajectory(tiny_store, tmp_path, monkeypatch):
+    from sensorium_jax.training import checkpointing, loop
+
+    whole, _ = scripted(STOP_SCORES)
+    monkeypatch.setattr(loop, "validation_score", whole)
+    loop.train_and_evaluate(_ensemble_loop_config(tiny_store), tmp_path / "whole")
+    # the first part ends at step 6 (then scores its best checkpoint), the second resumes there
+    parts, calls = scripted(STOP_SCORES[:7] + [0.5] + STOP_SCORES[7:])
+    monkeypatch.setattr(loop, "validation_score", parts)
+    first = _ensemble_loop_config(tiny_store)
+    first.train.steps = 6
+    loop.train_and_evaluate(first, tmp_path / "parts")
+    summary = loop.train_and_evaluate(_ensemble_loop_config(tiny_store), tmp_path / "parts")
+    assert len(calls) == len(STOP_SCORES) + 1 and summary.members[0]["stopped_early"]
+    config = _ensemble_loop_config(tiny_store)
+    (a, meta_a), (b, meta_b) = (_saved(config, tmp_path / name, checkpointing.LATEST, 10) for name in ("whole", "parts"))
+    assert_trees_close((a.params, a.rest, a.opt_state, a.lr_scale), (b.params, b.rest, b.opt_state, b.lr_scale),
+                       rtol=1e-6, atol=1e-7)
+    assert meta_a["plateau"] == meta_b["plateau"] and meta_a["stopped"] == meta_b["stopped"] == [True, False]
+
+
+def test_reference_rule_restores_only_the_member_at_a_plateau(tiny_store, tmp_path, monkeypatch):
+    from sensorium_jax.training import checkpointing, loop
+
+    monkeypatch.setattr(checkpointing, "KEEP_LATEST", 10)
+    config = _ensemble_loop_config(tiny_store)
+    config.train.steps, config.train.eval_every = 3, 1
+    config.schedule.update(plateau_rule="reference", plateau_patience=1, max_reductions=2, restore_best=True,
+                           min_learning_rate=0.0)
+    # untrained 0, 0; step 1: 0.3, 0.1; step 2: 0.5, 0.2; step 3: member 0 worse (its 1st plateau:
+    # back to step 2), member 1 better; then the ensemble's best checkpoint
+    score, _ = scripted([0.0, 0.0, 0.3, 0.1, 0.5, 0.2, 0.4, 0.3, 0.6])
+    monkeypatch.setattr(loop, "validation_score", score)
+    loop.train_and_evaluate(config, tmp_path)
+    step2, _ = _saved(config, tmp_path, checkpointing.LATEST, 2)
+    step3, meta = _saved(config, tmp_path, checkpointing.LATEST, 3)
+    best, _ = _saved(config, tmp_path, checkpointing.BEST, 3)
+    assert [p["plateaus"] for p in meta["plateau"]] == [1, 0]
+    assert _same(member_slice(step3.params, 0), member_slice(step2.params, 0)), "member 0 continues from step 2"
+    assert _same(member_slice(best.params, 0), member_slice(step2.params, 0))
+    assert not _same(member_slice(step3.params, 1), member_slice(step2.params, 1)), "member 1 goes on"
+    assert _same(member_slice(best.params, 1), member_slice(step3.params, 1))
 
 
 # -- whole trials in windows

@@ -80,13 +80,16 @@ def plots(out: Path, results: list[dict[str, Any]]) -> list[str]:
                 axes[1].plot(depth, a["rsa_per_layer"], marker="o", label=area)
         axes[0].set(xlabel="relative layer depth", ylabel="mean r (SRP-ridge)", title=f"{res['model']}: SRP-ridge")
         axes[1].set(xlabel="relative layer depth", ylabel="RSA (model vs neural RDM)", title="RSA per layer")
-        for rec in atlas["recordings"].values():
-            keep = np.asarray(rec["keep"], bool)
-            axes[2].scatter(np.asarray(rec["inter_animal"])[keep], np.asarray(rec["r_max"])[keep], s=6, alpha=0.5)
+        recs = list(atlas["recordings"].values())
+        for area in atlas["areas"]:
+            sel = [(np.asarray(r["areas"]) == area) & np.asarray(r["keep"], bool) for r in recs]
+            ceiling = np.concatenate([np.asarray(r["inter_animal"], float)[m] for r, m in zip(recs, sel)])
+            best = np.concatenate([np.asarray(r["r_max"], float)[m] for r, m in zip(recs, sel)])
+            axes[2].scatter(ceiling, best, s=6, alpha=0.5, label=area)
         lim = [0, 1]
         axes[2].plot(lim, lim, "k--", lw=0.8)
         axes[2].set(xlabel="inter-animal ceiling (r)", ylabel="best layer r", title="ceiling vs score (per neuron)")
-        for ax in axes[:2]:
+        for ax in axes:
             ax.legend(fontsize=8)
         fig.tight_layout()
         name = f"atlas_{tag}.png"

@@ -48,7 +48,7 @@ def import_checkpoint(state_dict: str | Path, config: ml_collections.ConfigDict,
     reference that indexes them by position (DwiseNeuro's `readouts.<k>`; default: its own order
     of the competition mice)."""
     from sensorium_jax.config_checks import validate_config
-    from sensorium_jax.data.store import open_store
+    from sensorium_jax.data.datasets import open_training_store
     from sensorium_jax.models import build_model
     from sensorium_jax.port_torch.state_dict import StateDict, read_state_dict
     from sensorium_jax.port_torch.workdir import check_new_workdir, write_workdir
@@ -59,7 +59,9 @@ def import_checkpoint(state_dict: str | Path, config: ml_collections.ConfigDict,
     config = copy.deepcopy(config)
     config.data.store = str(store)
     validate_config(config)
-    card = open_store(store).card()
+    # Normalized as `data.normalization` says (per frame where the source has per-frame
+    # statistics, as the reference kit trained), recorded in the card for `load` / evaluate.py.
+    card = open_training_store(config.data).card()
     sd = StateDict(read_state_dict(state_dict), state_dict)
     model = build_model(config.model, card, nnx.Rngs(config.get("seed", 0)))
     mapping.import_model(sd, model, card, mice)

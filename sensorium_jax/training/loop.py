@@ -389,8 +389,12 @@ def _train_locked(
                 state = state.replace(lr_scale=replicate(runs.lr_scale(), mesh))
                 if setup.members:
                     state = state.replace(active=replicate(runs.active_array(), mesh))
-                per_mouse = scores[0][1] if not setup.members else {}
-                writer.write(step, "validation", per_mouse=per_mouse,
+                if setup.members:  # each member's per mouse (None: a stopped member, not scored)
+                    per_mouse = {"member_per_mouse": [scores[k][1] if k in scores else None
+                                                      for k in range(runs.count)]}
+                else:
+                    per_mouse = {"per_mouse": scores[0][1]}
+                writer.write(step, "validation", **per_mouse,
                              **runs.validation_record([scores[k][0] if k in scores else None
                                                        for k in range(runs.count)]))
                 for k, (score, _) in scores.items():
