@@ -97,3 +97,33 @@ def test_efficientnet_lite0_imports_imagenet_weights_like_pytorch():
     np.testing.assert_allclose(ours, theirs, atol=1e-3 * np.abs(theirs).max())
     np.testing.assert_array_equal(ours.argmax(1), theirs.argmax(1))
     assert model.layers[0] == "stem" and model.layers[-1] == "fc" and len(model.layers) == 20
+
+
+def test_a_trained_model_offers_its_core_layers_in_depth_order(trained_smoke_workdir):
+    from flax import nnx
+
+    import sensorium_jax
+    from sensorium_jax.atlas.trained import from_workdir
+    from sensorium_jax.models.inputs import core_input, pool_frames
+
+    model = from_workdir(trained_smoke_workdir)
+    core = [name for name in model.layers if name.startswith("core:")]
+    depth = len(sensorium_jax.load(trained_smoke_workdir).config.model.core.channels)
+    expected = [f"core:core.layers.{i}{part}" for i in range(depth) for part in (".norm", "")] + ["core:core"]
+    assert core == expected and model.layers[len(core):] == tuple(
+        f"predicted.{m}" for m in sensorium_jax.load(trained_smoke_workdir).mice)
+
+    images = np.random.default_rng(0).uniform(0, 255, (3, 36, 64)).astype(np.float32)
+    features = model.features(model.params, images)
+    # The deepest core layer equals the core run directly on the same steady clip.
+    predictor = sensorium_jax.load(trained_smoke_workdir)
+    t = predictor.frames_lost + 16
+    video = np.broadcast_to(images[:, None], (3, t, 36, 64))
+    inputs = predictor.normalize_inputs(video, np.zeros((3, t, predictor.card.behavior_dim)), np.zeros((3, t, 2)), 0)
+    inputs["behavior"], inputs["pupil_center"] = np.zeros_like(inputs["behavior"]), np.zeros_like(inputs["pupil_center"])
+    net = nnx.merge(predictor._graphdef, predictor.variables["params"], predictor.variables["rest"])
+    direct = net.core(pool_frames(core_input(inputs, net.use_behavior, net.use_pupil, net.map_scale), net.input_pool),
+                      train=False)
+    np.testing.assert_allclose(features["core:core"], np.asarray(direct).mean(axis=1), rtol=1e-4, atol=1e-5)
+    assert features["core:core.layers.0"].shape[0] == 3
+    assert not np.allclose(features["core:core.layers.0"].std(axis=0), 0)  # the stimulus reaches it

@@ -169,10 +169,13 @@ def assert_trees_close(a, b, rtol=2e-4, atol=2e-6):
         np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
 
 
-@pytest.mark.parametrize("loop", ["folded", "native"])
-def test_member_k_equals_the_separate_run_with_seed_k(tiny_store, loop):
+@pytest.mark.parametrize("loop,sampling", [("folded", "all"), ("native", "round")])
+def test_member_k_equals_the_separate_run_with_seed_k(tiny_store, loop, sampling):
+    """20 steps of a 2-member ensemble against 2 separate runs (seeds 0 and 1); "round" batches
+    take the mice one after another inside each member's step."""
     config = tiny_ensemble(tiny_store)
     config.model.kernels = loop
+    config.data.mouse_sampling = sampling
     steps = 20
     together = run_steps(config, tiny_store, steps)
     assert together.lr_scale.shape == (2,) and together.active.tolist() == [True, True]

@@ -72,6 +72,25 @@ class Predictor:
         model = self._model(variables, copy=True)
         return model({key: inputs[key] for key in INPUT_KEYS}, train=False).astype(jnp.float32)
 
+    def layer_outputs(self, variables: Variables, inputs: Inputs) -> dict[str, jax.Array]:
+        """Pure: every submodule's output in one eval-mode `apply`, by module path
+        (`core.layers.0`, `core`, `readout`, ...), for probing inner layers (the atlas, in-silico
+        work). Only the model's own call runs, so any model of the contract has them; outputs
+        without the batch as leading axis (positions, sizes) are left out."""
+        model = self._model(variables, copy=True)
+        batch = {key: inputs[key] for key in INPUT_KEYS}
+        _, captured = nnx.capture(lambda m, b: m(b, train=False), nnx.Intermediate,
+                                  method_outputs=nnx.Intermediate)(model, batch)
+        size = jnp.shape(inputs["video"])[0]
+        outputs = {}
+        for path, value in nnx.to_flat_state(captured):
+            if path[-1] != "__call__":
+                continue
+            for array in jax.tree.leaves(value.get_value()):
+                if jnp.ndim(array) >= 2 and jnp.shape(array)[0] == size:
+                    outputs[".".join(map(str, path[:-1])) or "output"] = array
+        return outputs
+
     def normalize_inputs(self, video: Any, behavior: Any, pupil_center: Any, mouse: str | int) -> Inputs:
         """Raw recordings (NumPy or JAX, one trial or a batch) -> `apply`'s inputs."""
         return pipeline_inputs(self.card, video, behavior, pupil_center, mouse)
