@@ -63,6 +63,7 @@ def competition() -> ml_collections.ConfigDict:
 def smoke() -> ml_collections.ConfigDict:
     config = base_config()
     config.data.synthetic_preset = "tiny"
+    config.data.normalization = "per_neuron"  # as configs/smoke.py, which says why
     config.data.clip_length = 24
     config.data.clips_per_mouse = 4
     config.data.eval_batch_size = 8

@@ -248,7 +248,7 @@ def test_factorized_forms_give_the_plain_convolutions_values_and_gradients():
     from sensorium_jax.models import kernels
 
     wide = kernels.WIDE_TEMPORAL
-    assert kernels.temporal_form("folded", wide, wide) == "matmul"
+    assert kernels.temporal_form("folded", wide, wide) == "native"
     assert kernels.temporal_form("folded", 8, wide) == "folded"
     assert kernels.temporal_form("matmul", 8, 8) == "matmul" and kernels.temporal_form("native", wide, wide) == "native"
     cases = [((1, 3, 3, 4, wide), "SAME"), ((3, 1, 1, wide, wide), "VALID"), ((3, 1, 1, 4, 4), "VALID"),
@@ -270,39 +270,65 @@ def test_factorized_forms_give_the_plain_convolutions_values_and_gradients():
                 np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * float(abs(want).max()))
 
 
-def test_backend_flags_add_onednn_on_x86_and_keep_the_users_choice():
+def test_recurrent_patches_give_the_native_convolutions_values_and_gradients():
+    """The GRU's patch form (its patches rebuilt in the backward pass) under a scan, as the
+    recurrence runs it: same values and gradients as XLA's convolution."""
+    import jax
+    import numpy as np
+
+    from sensorium_jax.models import kernels
+
+    kx, kw = jax.random.split(jax.random.key(3))
+    xs = jax.random.normal(kx, (4, 2, 5, 6, 3))  # [steps, N, H, W, C]
+    w = 0.3 * jax.random.normal(kw, (3, 3, 3, 3))
+
+    def loss(xs, w, impl):
+        def step(h, x):
+            h = jax.numpy.tanh(x + kernels.recurrent_conv(h, w, impl))
+            return h, h
+        return jax.lax.scan(step, jax.numpy.zeros_like(xs[0]), xs)[1].sum()
+
+    want = jax.value_and_grad(lambda xs, w: loss(xs, w, "native"), argnums=(0, 1))(xs, w)
+    got = jax.value_and_grad(lambda xs, w: loss(xs, w, "folded"), argnums=(0, 1))(xs, w)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+    for a, b in zip(got[1], want[1]):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_backend_flags_add_onednn_on_intel_and_keep_the_users_choice():
     from sensorium_jax import backend_flags as bf
 
+    intel = {"machine": "x86_64", "vendor": "GenuineIntel"}
     env = {}
-    assert bf.apply(env, machine="x86_64") == "--xla_cpu_use_onednn=true" and bf.onednn_enabled(env)
+    assert bf.apply(env, **intel) == "--xla_cpu_use_onednn=true" and bf.onednn_enabled(env)
     env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-    bf.apply(env, machine="x86_64")
+    bf.apply(env, **intel)
     assert env["XLA_FLAGS"] == "--xla_force_host_platform_device_count=8 --xla_cpu_use_onednn=true"
     env = {"XLA_FLAGS": "--xla_cpu_use_onednn=false"}
-    assert bf.apply(env, machine="x86_64") == "--xla_cpu_use_onednn=false" and not bf.onednn_enabled(env)
+    assert bf.apply(env, **intel) == "--xla_cpu_use_onednn=false" and not bf.onednn_enabled(env)
     env = {bf.OPT_OUT_ENV: "0"}
-    bf.apply(env, machine="x86_64")
+    bf.apply(env, **intel)
     assert "XLA_FLAGS" not in env
-    env = {}
-    bf.apply(env, machine="aarch64")
-    assert "XLA_FLAGS" not in env
+    for machine, vendor in (("x86_64", "AuthenticAMD"), ("aarch64", "")):  # measured slower / absent there
+        env = {}
+        bf.apply(env, machine=machine, vendor=vendor)
+        assert "XLA_FLAGS" not in env
 
 
 def test_backend_flags_reach_xla_when_jax_was_imported_first():
-    """XLA reads XLA_FLAGS when the first backend starts, not at `import jax`: importing the
-    package after jax still applies the flags (an unknown flag proves XLA parsed them)."""
-    code = ("import os, jax, sensorium_jax; print(os.environ['XLA_FLAGS']); "
-            "jax.numpy.zeros(1).block_until_ready()")
+    """XLA reads XLA_FLAGS when the first backend starts, not at `import jax`: flags set after
+    importing jax still apply (an unknown flag set then proves XLA parses them), and XLA
+    accepts the oneDNN flag the package sets on Intel CPUs."""
     env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "SENSORIUM_JAX_XLA_DEFAULTS")}
+    code = ("import os, jax; from sensorium_jax import backend_flags as bf; "
+            "bf.apply(machine='x86_64', vendor='GenuineIntel'); print(os.environ['XLA_FLAGS']); "
+            "print(float(jax.numpy.ones(3).sum()))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
-    import platform
-
-    if platform.machine().lower() in ("x86_64", "amd64"):
-        assert "--xla_cpu_use_onednn=true" in done.stdout
-    bad = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                         env={**env, "XLA_FLAGS": "--xla_no_such_flag_here=1"})
-    assert bad.returncode != 0 and "xla_no_such_flag_here" in bad.stderr  # parsed at backend start
+    assert "--xla_cpu_use_onednn=true" in done.stdout and "3.0" in done.stdout
+    code = "import os, jax; os.environ['XLA_FLAGS'] = '--xla_no_such_flag_here=1'; jax.numpy.zeros(1)"
+    bad = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert bad.returncode != 0 and "xla_no_such_flag_here" in bad.stderr
 
 
 def test_bench_vs_torch_tiny_runs_both_sides_with_equal_parameter_counts(tmp_path):

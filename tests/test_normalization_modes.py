@@ -135,10 +135,18 @@ def test_card_round_trip_normalizes_raw_trials_like_the_pipeline(tiny_store):
         np.testing.assert_array_equal(inputs[key][0], batch[key][0, :length])
     np.testing.assert_array_equal(card.mice[1].frames["response_scale"],
                                   store.normalization(mouse).response_scale)
-    with pytest.raises(InputDataError, match="frames"):  # longer than the per-frame statistics
-        frames = card.mice[1].frames["video_mean"].shape[0] + 1
-        pipeline_inputs(card, np.zeros((frames, *card.frame_shape), np.float32),
-                        np.zeros((frames, card.behavior_dim), np.float32), np.zeros((frames, 2), np.float32), mouse)
+    # A stimulus longer than the per-frame statistics: its extra frames take the last frame's constants.
+    recorded = card.mice[1].frames["video_mean"].shape[0]
+    frames = recorded + 3
+    video = np.full((frames, *card.frame_shape), 100.0, np.float32)
+    longer = pipeline_inputs(card, video, np.ones((frames, card.behavior_dim), np.float32),
+                             np.zeros((frames, 2), np.float32), mouse)
+    constants = card.mice[1].frames
+    last = (100.0 - constants["video_mean"][-1]) / constants["video_std"][-1]
+    for t in range(recorded - 1, frames):
+        np.testing.assert_allclose(longer["video"][0, t, ..., 0], last, rtol=1e-5)
+    np.testing.assert_allclose(longer["video"][0, 0, ..., 0],
+                               (100.0 - constants["video_mean"][0]) / constants["video_std"][0], rtol=1e-5)
 
 
 def save_checkpoint(config, card: DatasetCard, workdir: Path) -> None:

@@ -17,6 +17,7 @@ import sensorium_jax
 from sensorium_jax.config import load_config
 from sensorium_jax.data.datasets import open_training_store
 from sensorium_jax.data.store import open_store
+from sensorium_jax.errors import InputDataError
 from sensorium_jax.models import build_model
 from sensorium_jax.training import checkpointing
 from sensorium_jax.training.logging_utils import read_metrics
@@ -107,6 +108,11 @@ def test_separately_trained_workdirs_still_ensemble(trained, trained_smoke_workd
 
     name, _, workdir, _, _ = trained
     members = [sensorium_jax.load(trained_smoke_workdir), sensorium_jax.load(workdir)]
+    if members[1].card.mice[0].normalization != members[0].card.mice[0].normalization:
+        # one input and output unit for all members, or a one-line refusal
+        with pytest.raises(InputDataError, match="normalization"):
+            EnsemblePredictor(members)
+        return
     both = EnsemblePredictor(members)
     store = open_store(tiny_store)
     mouse = store.mice[1]
@@ -204,7 +210,9 @@ def test_apply_is_a_pure_differentiable_function_of_the_inputs(trained, tiny_sto
 
     out = jax.jit(model.apply)(model.variables, model.normalize_inputs(video, behavior, pupil, mouse))
     n = len(model.neuron_ids(mouse))
-    predicted = model.predict(video, behavior, pupil, mouse=mouse)
+    # `apply` speaks the units the model was trained in: raw for a model trained without normalization
+    trained_raw = model.card.mice[0].normalization == "none"
+    predicted = model.predict(video, behavior, pupil, mouse=mouse, raw_units=trained_raw)
     np.testing.assert_allclose(np.asarray(out[0, :, :n]), predicted[frames - out.shape[1]:], rtol=1e-4, atol=1e-6)
 
     @jax.jit

@@ -89,7 +89,12 @@ def set_path(config: ml_collections.ConfigDict, path: str, value) -> None:
         config = config[name]
     if key not in config:
         raise KeyError(f"model config has no {path!r}")
-    config[key] = type(config[key])(value) if isinstance(config[key], (bool, int, float, str)) else value
+    current = config[key]
+    if isinstance(current, bool) and isinstance(value, str):
+        value = value.lower() in ("true", "1", "yes")
+    elif isinstance(current, (int, float, str)) and not isinstance(current, bool):
+        value = type(current)(value)
+    config[key] = value
 
 
 def shapes_for(model: str, tiny: bool, clips: int | None = None, neurons: int | None = None) -> Shapes:

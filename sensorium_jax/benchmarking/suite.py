@@ -79,7 +79,7 @@ class Settings:
 def settings(tiny: bool, budget_s: float | None = None) -> Settings:
     """Tiny: a few steps of tiny networks; full: enough steps for stable medians within ~8 min."""
     if tiny:
-        return Settings(True, 2, 1, budget_s or 120.0, (4, 60, 200), 4, 1)
+        return Settings(True, 2, 1, budget_s or 300.0, (4, 60, 200), 4, 1)
     return Settings(False, 10, 2, budget_s or 420.0, (10, 300, 8000), 20, 3)
 
 
@@ -190,7 +190,7 @@ def pipeline_store(out: Path, tiny: bool, trials: int = 24) -> tuple[ml_collecti
         return config, open_training_store(config.data)
     config = load_config(networks.REPO / "configs" / "factorized_baseline.py")
     store_path = out / "pipeline_store"
-    if not (store_path / "meta.json").exists() and not store_path.exists():
+    if not store_path.exists():  # the conversion writes it atomically
         write_competition_store(out / "pipeline_raw", store_path, trials)
     config.data.store = str(store_path)
     return config, open_training_store(config.data)
@@ -296,6 +296,12 @@ def _num(value, fmt: str) -> str:
     return "n/a" if value is None else format(value, fmt)
 
 
+def _bytes(value: int | None) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value / 2**30:.2f} GiB" if value >= 2**30 else f"{value / 2**20:.1f} MiB"
+
+
 def markdown(report: dict) -> str:
     """The suite's table: one row per training variant, then the other measurements."""
     m = report["machine"]
@@ -315,7 +321,7 @@ def markdown(report: dict) -> str:
             f"{1e3 * r['step_seconds']['median']:.1f} | {r['clips_per_second']:.1f} | "
             f"{_num(r['flops_per_second'] and r['flops_per_second'] / 1e12, '.2f')} | "
             f"{_num(r['mfu'] and 100 * r['mfu'], '.1f')}{'%' if r['mfu'] else ''} | "
-            f"{_num(mem and mem / 2**30, '.2f')}{' GiB' if mem else ''} | {r['compile_seconds']:.1f} |")
+            f"{_bytes(mem)} | {r['compile_seconds']:.1f} |")
     p, k = report["pipeline"], report["metric_kernel"]
     lines += ["", "| measurement | figure |", "|---|---|",
               f"| input pipeline | {_num(p.get('clips_per_second'), '.1f')} clips/s |",

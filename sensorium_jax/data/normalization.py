@@ -85,16 +85,21 @@ class Normalization:
                 object.__setattr__(self, f"{name}_precision", (np.float32(1) / scale).astype(np.float32))
 
     def window(self, start: int, length: int, where: Any = "normalization") -> "Normalization":
-        """The constants of frames start..start+length-1 of a trial (itself when per neuron)."""
+        """The constants of frames start..start+length-1 of a trial (itself when per neuron).
+
+        Frames past the statistics (an in-silico stimulus longer than any recorded trial) take
+        the last frame's constants, as frames few trials reach do (`hold_unsupported_frames`);
+        a store whose trials outrun its statistics is refused when opened (`for_store`).
+        """
         if not self.frames:
             return self
-        start, end = int(start), int(start) + int(length)
-        if start < 0 or end > self.frames:
-            raise InputDataError(where, "frames", f"frames within 0..{self.frames - 1} (the per-frame statistics "
-                                 f"cover {self.frames} frames)", f"frames {start}..{end - 1}")
-        cut = {name: getattr(self, name)[start:end] for name in (*FRAME_FIELDS, "response_precision",
-                                                                 "behavior_precision")}
-        return dataclasses.replace(self, frames=end - start, **cut)
+        start, length = int(start), int(length)
+        if start < 0 or length < 0:
+            raise InputDataError(where, "frames", "a non-negative start and length", f"start {start}, length {length}")
+        index = np.minimum(np.arange(start, start + length), self.frames - 1)
+        cut = {name: getattr(self, name)[index] for name in (*FRAME_FIELDS, "response_precision",
+                                                            "behavior_precision")}
+        return dataclasses.replace(self, frames=length, **cut)
 
 
 def _safe_std(std: np.ndarray) -> np.ndarray:

@@ -24,6 +24,8 @@ def card_difference(first: DatasetCard, other: DatasetCard) -> str:
     for a, b in zip(first.mice, other.mice):
         if not np.array_equal(a.unit_ids, b.unit_ids):
             return f"other unit ids for mouse {a.name} ({b.n_neurons} neurons, {a.n_neurons} expected)"
+        if a.normalization != b.normalization:  # inputs and outputs in other units: no common mean
+            return f"normalization {b.normalization!r} for mouse {a.name} ({a.normalization!r} expected)"
     return ""
 
 

@@ -7,10 +7,10 @@ maths and call these with the form their config names. The choice is made once, 
 - "native": XLA's own operations as the model is written: 3D convolutions, native convolutions
   in the GRU's recurrence, native grouped depthwise convolutions, ensemble members vmapped into
   one batched program. The form for accelerators.
-- "folded": reformulations XLA runs well on CPU: the factorized core's 3D convolutions as 2D
-  convolutions (frames folded into the batch, or time over (T, H*W)), its temporal
-  convolutions of `WIDE_TEMPORAL` or more channels as matrix products (chosen per layer shape
-  by measurement: `temporal_form`), the GRU's recurrent
+- "folded": the forms XLA runs best on CPU: the factorized core's spatial convolutions as 2D
+  convolutions (frames folded into the batch), its temporal ones as 2D convolutions over
+  (T, H*W) when narrow and as native 3D convolutions from `WIDE_TEMPORAL` channels (chosen per
+  layer shape by measurement: `temporal_form`), the GRU's recurrent
   convolutions as one matrix product of shifted patches, depthwise convolutions as shifted
   multiply-adds, ensemble members one after another in the program.
 - "matmul": "folded", and every temporal convolution of the factorized core as matrix products
@@ -109,8 +109,9 @@ def temporal_conv_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return sum(jnp.einsum("bthwc,cd->bthwd", x[:, i : i + t], kernel[i, 0, 0]) for i in range(kt))
 
 
-# Channels from which "folded" runs a temporal convolution as matrix products: XLA:CPU's
-# (kt, 1) convolution over (T, H*W) falls far behind them for wide layers (docs/PERFORMANCE.md).
+# Channels from which "folded" runs a temporal convolution as a native 3D convolution: XLA:CPU's
+# (kt, 1) 2D convolution over (T, H*W) wins for narrow layers and falls far behind for wide ones
+# (docs/PERFORMANCE.md).
 WIDE_TEMPORAL = 64
 
 
@@ -119,7 +120,7 @@ def temporal_form(impl: str, channels_in: int, channels_out: int) -> str:
     (T, H*W)) or "matmul" (shifted frames); "folded" picks by the layer's width."""
     impl = check(impl)
     if impl == "folded" and min(channels_in, channels_out) >= WIDE_TEMPORAL:
-        return "matmul"
+        return "native"
     return impl
 
 
@@ -135,6 +136,8 @@ def factorized_conv(x: jax.Array, kernel: jax.Array, impl: str, padding: str = "
         return spatial_conv_folded(x, kernel, padding)
     if kh == 1 and kw == 1:
         form = temporal_form(impl, *kernel.shape[3:5])
+        if form == "native":
+            return conv3d(x, kernel)
         return temporal_conv_matmul(x, kernel) if form == "matmul" else temporal_conv_folded(x, kernel)
     return conv3d(x, kernel, padding)
 
@@ -161,8 +164,13 @@ def conv2d_patches(x: jax.Array, kernel: jax.Array) -> jax.Array:
 
 
 def recurrent_conv(x: jax.Array, kernel: jax.Array, impl: str) -> jax.Array:
-    """The GRU's zero-padded state convolution: native, or as patches ("folded", "matmul")."""
-    return conv2d(x, kernel) if check(impl) == "native" else conv2d_patches(x, kernel)
+    """The GRU's zero-padded state convolution: native, or as patches ("folded", "matmul").
+
+    The patches are rebuilt in the backward pass instead of stored: kept, they are k^2 copies
+    of every state of the sequence (a 9 x 9 kernel on 80 frames: 81 x the states' memory)."""
+    if check(impl) == "native":
+        return conv2d(x, kernel)
+    return jax.checkpoint(conv2d_patches)(x, kernel)
 
 
 # --------------------------------------------------------------------------- depthwise convolutions

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import shutil
 import sys
 from pathlib import Path
@@ -177,6 +178,15 @@ def ignore_abandoned_reads() -> None:
 
     hook.ignores_abandoned_reads = True  # type: ignore[attr-defined]
     sys.unraisablehook = hook
+    # The same abandoned reads can also end in an ERROR log with a traceback from orbax's array
+    # reader, later and from another thread; the one-line warning has already said what happened.
+    logging.getLogger("absl").addFilter(_drop_abandoned_read_logs)
+
+
+def _drop_abandoned_read_logs(record: logging.LogRecord) -> bool:
+    """False for orbax's error log of an array read that failed (the damaged checkpoint's)."""
+    return not (record.levelno >= logging.ERROR and "orbax" in record.pathname
+                and "serialization" in record.pathname)
 
 
 def _is_abandoned_read(error: BaseException | None) -> bool:
