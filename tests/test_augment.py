@@ -104,3 +104,20 @@ def test_box_drawn_on_the_padded_canvas():
     np.testing.assert_array_equal(np.asarray(crop_centred(jnp.asarray(boxes), 12, 16)), boxes[:, 4:16, 3:19])
     with pytest.raises(ValueError, match="canvas"):
         cutmix(batch, key, probability=1.0, alpha=1.0, canvas=(10, 22))
+
+
+def test_the_trainer_draws_cutmix_boxes_on_the_models_padded_canvas():
+    from flax import nnx
+
+    from sensorium_jax.config import load_config
+    from sensorium_jax.data.datasets import open_training_store
+    from sensorium_jax.models import build_model
+    from sensorium_jax.training.loop import make_augment
+
+    config = load_config("configs/dwiseneuro.py", "smoke")
+    card = open_training_store(config.data).card()
+    model = nnx.eval_shape(lambda: build_model(config.model, card, nnx.Rngs(0)))
+    assert model.input_canvas == tuple(config.model.frame_size) != tuple(card.frame_shape)
+    config.train.cutmix.probability = 0.5
+    augment = make_augment(config.train, model.input_canvas)
+    assert augment.keywords["canvas"] == tuple(config.model.frame_size)

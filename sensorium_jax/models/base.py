@@ -71,6 +71,12 @@ class Model(nnx.Module, abc.ABC):
         return None
 
     @property
+    def input_canvas(self) -> tuple[int, int] | None:
+        """The (height, width) the model pads its frames to before its core, where in-step
+        augmentations (CutMix) draw their boxes as the reference does; None: the frames' own."""
+        return None
+
+    @property
     def n_members(self) -> int:
         """How many independently parameterised models this one trains at once."""
         return 1

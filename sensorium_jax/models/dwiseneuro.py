@@ -147,6 +147,11 @@ class DwiseNeuroModel(base.Model):
         """The one clip length the core takes (`config.clip_length`)."""
         return self.fixed_length
 
+    @property
+    def input_canvas(self) -> tuple[int, int]:
+        """Frames are zero padded (centred) to `frame_size`: CutMix draws its box there."""
+        return self.frame_size
+
     def frames_lost(self) -> int:
         """Every frame of a clip gets a prediction."""
         return 0

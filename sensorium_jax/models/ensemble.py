@@ -91,6 +91,10 @@ class OneMember(base.Model):
     def __call__(self, batch: base.Batch, train: bool = False) -> jax.Array:
         return self.members(batch, train=train)
 
+    @property
+    def input_canvas(self) -> tuple[int, int] | None:
+        return self.members.input_canvas
+
     def frames_lost(self) -> int:
         return self.members.frames_lost()
 
@@ -142,6 +146,11 @@ class EnsembleModel(base.Model):
     def clip_length(self) -> int | None:
         """The members' (one architecture, so one value)."""
         return self.members.clip_length
+
+    @property
+    def input_canvas(self) -> tuple[int, int] | None:
+        """The members' (one architecture, so one value)."""
+        return self.members.input_canvas
 
     def frames_lost(self) -> int:
         return self.members.frames_lost()

@@ -142,14 +142,14 @@ def build_training(config: ml_collections.ConfigDict, store: Store, mesh: jax.sh
     """Model, optimizer, replicated state, compiled-on-first-use step and dataset of `config`."""
     members = ensemble_members(config)
     model = build_run_model(config, store.card())
-    frames_lost, clip_length = int(model.frames_lost()), model.clip_length
+    frames_lost, clip_length, canvas = int(model.frames_lost()), model.clip_length, model.input_canvas
     tx = make_optimizer(config.optimizer, learning_rate_schedule(config.schedule, int(config.train.steps)))
     graphdef, state = create_train_state(model, tx, ema=uses_ema(config), members=members)
     state = replicate(state, mesh)
     member_graph = model.member_graph() if members else None
     dataset = make_training_dataset(config, store)
     options = dict(
-        augment=make_augment(config.train), ema_decay=float(config.train.get("ema_decay", 0.0)),
+        augment=make_augment(config.train, canvas), ema_decay=float(config.train.get("ema_decay", 0.0)),
         round_mice=len(store.mice) if config.data.mouse_sampling == "round" else 0,
         loss_scale=loss_scale(config.train.get("loss_scale", "mean"), [store.meta(m).n_trials for m in store.mice]),
     )
@@ -185,12 +185,14 @@ def resolve_epochs(config: ml_collections.ConfigDict, store: Store) -> ml_collec
     return resolved
 
 
-def make_augment(train_config: ml_collections.ConfigDict) -> Augment | None:
-    """The in-step augmentation `train_config.cutmix` asks for (None: none)."""
+def make_augment(train_config: ml_collections.ConfigDict, canvas: tuple[int, int] | None = None) -> Augment | None:
+    """The in-step augmentation `train_config.cutmix` asks for (None: none), its boxes drawn on
+    the model's `input_canvas`."""
     options = train_config.get("cutmix")
     if not options or not float(options.get("probability", 0.0)):
         return None
-    return functools.partial(cutmix, probability=float(options.probability), alpha=float(options.alpha))
+    return functools.partial(cutmix, probability=float(options.probability), alpha=float(options.alpha),
+                             canvas=canvas)
 
 
 def agreed_score(score: float) -> float:
