@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from sensorium_jax.data import normalization as norm_lib
-from sensorium_jax.data.card import DatasetCard
+from sensorium_jax.data.card import CARD_FILE, DatasetCard
 from sensorium_jax.data.datasets import NormalizedStore, open_training_store
 from sensorium_jax.data.pipeline import make_eval_batches, make_sampler, make_train_dataset
 from sensorium_jax.errors import InputDataError
@@ -161,7 +161,10 @@ def save_checkpoint(config, card: DatasetCard, workdir: Path) -> None:
     from sensorium_jax.training.state import create_train_state
 
     _, state = create_train_state(build_model(config.model, card, nnx.Rngs(0)), optax.adam(1e-3))
-    meta = {"config": json.loads(config.to_json_best_effort()), "dataset_card": json.loads(card.to_json())}
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / CARD_FILE).write_text(card.to_json())  # the full card, once per run
+    meta = {"config": json.loads(config.to_json_best_effort()),
+            "dataset_card": json.loads(card.to_json(frames_file=CARD_FILE))}
     checkpoints = checkpointing.Checkpoints(workdir)
     checkpoints.save(checkpointing.BEST, 0, state, None, meta, 0.0)
     checkpoints.close()
@@ -171,8 +174,13 @@ def test_a_loaded_checkpoint_normalizes_like_the_pipeline(smoke_config, tiny_sto
     from sensorium_jax.inference import load
 
     config = smoke_config
+    config.data.normalization = "auto"
     store = open_training_store(config.data)  # as the trainer opens it: "auto"
     save_checkpoint(config, store.card(), tmp_path / "run")
+    # The checkpoint references the run's per-frame constants instead of carrying them.
+    meta_files = list((tmp_path / "run" / "checkpoints").rglob("meta/*"))
+    assert meta_files and max(f.stat().st_size for f in meta_files if f.is_file()) < 200_000
+    assert (tmp_path / "run" / CARD_FILE).stat().st_size > 1_000_000
     model = load(tmp_path / "run")
     assert model.card.mice[0].normalization == "per_frame" == store.normalization(0).mode
     mouse = store.mice[0]
@@ -297,3 +305,19 @@ def test_a_long_trial_is_not_blown_up_by_frames_only_it_reaches(tiny_store):
             break
     else:
         raise AssertionError("the longest trial was not in its tier's batches")
+
+
+def test_a_checkpoint_refuses_per_frame_constants_other_than_its_own(smoke_config, tiny_store, tmp_path):
+    from sensorium_jax.inference import load
+
+    smoke_config.data.normalization = "auto"
+    card = open_training_store(smoke_config.data).card()
+    save_checkpoint(smoke_config, card, tmp_path / "run")
+    full = json.loads((tmp_path / "run" / CARD_FILE).read_text())
+    full["mice"][0]["frames"]["video_std"] = full["mice"][1]["frames"]["video_std"]  # another mouse's
+    (tmp_path / "run" / CARD_FILE).write_text(json.dumps(full))
+    with pytest.raises(InputDataError, match="per-frame constants the checkpoint was trained with"):
+        load(tmp_path / "run")
+    (tmp_path / "run" / CARD_FILE).unlink()
+    with pytest.raises(InputDataError):
+        load(tmp_path / "run" / "checkpoints" / "best")

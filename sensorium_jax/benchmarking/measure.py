@@ -68,9 +68,9 @@ def measure_training(config: ml_collections.ConfigDict, store: Store, steps: int
     state, train_step = setup.state, setup.train_step
     batches = device_batches(setup.dataset, mesh, config)
     batch = next(batches)
-    global_size = int(batch["mouse"].shape[0])
+    global_size = int(np.prod(batch["mouse"].shape))  # clips: [B] or an ensemble's [members, B]
 
-    name = f"jit({train_step.__name__})" if hasattr(train_step, "__name__") else "jit(train_step)"
+    name = f"jit({getattr(train_step, '__name__', 'train_step')})"
     compiles_before = CompileCounter.count(name)
     started = time.perf_counter()
     lowered = train_step.lower(state, batch)
@@ -148,7 +148,7 @@ def measure_pipeline(config: ml_collections.ConfigDict, store: Store, steps: int
     iterator: Iterator = iter(make_training_dataset(config, store))
     for _ in range(max(warmup, 1)):
         local = next(iterator)
-    clips = int(local["mouse"].shape[0])
+    clips = int(np.prod(local["mouse"].shape))
     times = []
     for _ in tqdm(range(steps), desc="pipeline", unit="batch", leave=False, dynamic_ncols=True):
         start = time.perf_counter()

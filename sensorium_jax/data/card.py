@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -75,16 +77,23 @@ class DatasetCard:
         except ValueError:
             raise KeyError(f"unknown mouse {mouse!r}; known: {', '.join(self.names)}") from None
 
-    def to_json(self) -> str:
+    def to_json(self, frames_file: str | None = None) -> str:
+        """The card as JSON. With `frames_file` (the run's full card, `CARD_FILE`), per-frame
+        constants are referenced by that file's name and their digest instead of written out:
+        every checkpoint then carries a few kB, not the release's ~15 MB per mouse."""
         raw = dataclasses.asdict(self)
         for mouse in raw["mice"]:
             if mouse["frames"] is not None:
-                mouse["frames"] = {name: encode_array(value) for name, value in mouse["frames"].items()}
+                encoded = {name: encode_array(value) for name, value in mouse["frames"].items()}
+                mouse["frames"] = encoded if frames_file is None else \
+                    {"file": frames_file, "sha256": frames_digest(encoded)}
         return json.dumps(_to_jsonable(raw))
 
     @classmethod
-    def from_json(cls, text: str) -> "DatasetCard":
+    def from_json(cls, text: str, folder: str | Path | None = None) -> "DatasetCard":
+        """Inverse of `to_json`; referenced per-frame constants are read from `folder`."""
         raw = json.loads(text)
+        full_cards: dict[Path, dict] = {}
         mice = []
         for m in raw["mice"]:
             mice.append(
@@ -100,8 +109,7 @@ class DatasetCard:
                     pupil_mean=np.asarray(m["pupil_mean"], np.float32),
                     pupil_std=np.asarray(m["pupil_std"], np.float32),
                     normalization=str(m.get("normalization", "per_neuron")),
-                    frames=None if m.get("frames") is None else {
-                        name: decode_array(value) for name, value in m["frames"].items()},
+                    frames=_frames(m, folder, full_cards),
                 )
             )
         return cls(
@@ -112,6 +120,44 @@ class DatasetCard:
             synthetic=bool(raw["synthetic"]),
             normalization=str(raw.get("normalization", "per_neuron")),
         )
+
+
+CARD_FILE = "dataset_card.json"  # the full card a run writes once into its workdir
+
+
+def frames_digest(encoded: dict[str, Any]) -> str:
+    """sha256 of a mouse's encoded per-frame constants (what a referencing card checks)."""
+    return hashlib.sha256(json.dumps(encoded, sort_keys=True).encode()).hexdigest()
+
+
+def _frames(mouse: dict, folder: str | Path | None, full_cards: dict[Path, dict]) -> dict[str, np.ndarray] | None:
+    """A mouse's per-frame constants: written in the card, or referenced in the run's full card."""
+    value = mouse.get("frames")
+    if value is None:
+        return None
+    if "file" in value:
+        value = _referenced_frames(mouse["name"], value, folder, full_cards)
+    return {name: decode_array(array) for name, array in value.items()}
+
+
+def _referenced_frames(name: str, reference: dict, folder: str | Path | None, full_cards: dict[Path, dict]) -> dict:
+    from sensorium_jax.errors import InputDataError
+
+    if folder is None:
+        raise InputDataError("dataset_card", f"{name}.frames", f"the run's {reference['file']} beside its checkpoints",
+                             "no run folder")
+    path = Path(folder) / reference["file"]
+    if path not in full_cards:
+        if not path.is_file():
+            raise InputDataError(path, f"{name}.frames", "the run's full dataset card (per-frame constants)",
+                                 "no such file")
+        full_cards[path] = json.loads(path.read_text())
+    entry = next((m for m in full_cards[path]["mice"] if m["name"] == name), None)
+    frames = None if entry is None else entry.get("frames")
+    if frames is None or "file" in frames or frames_digest(frames) != reference["sha256"]:
+        raise InputDataError(path, f"{name}.frames", "the per-frame constants the checkpoint was trained with "
+                             f"(sha256 {reference['sha256'][:12]}...)", "other constants")
+    return frames
 
 
 def encode_array(array: np.ndarray) -> dict[str, Any]:

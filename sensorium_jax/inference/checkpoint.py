@@ -23,7 +23,7 @@ import orbax.checkpoint as ocp
 from flax import nnx
 
 from sensorium_jax.data import normalization as norm_lib
-from sensorium_jax.data.card import DatasetCard
+from sensorium_jax.data.card import CARD_FILE, DatasetCard
 from sensorium_jax.errors import InputDataError, is_out_of_memory
 from sensorium_jax.models import build_model
 from sensorium_jax.training.checkpointing import damage_reason, ignore_abandoned_reads
@@ -141,10 +141,17 @@ def check_normalization(card: DatasetCard, where: Path) -> None:
         norm_lib.from_card(mouse)  # per-frame constants present where the mode needs them
 
 
+def run_folder(checkpoint: Path) -> Path:
+    """The workdir holding a checkpoint step folder (WORKDIR/checkpoints/<kind>/<step>): the
+    nearest folder above it with the run's full dataset card (else the step folder itself)."""
+    checkpoint = Path(checkpoint).absolute()
+    return next((folder for folder in checkpoint.parents if (folder / CARD_FILE).is_file()), checkpoint)
+
+
 def _restore_one(checkpoint: Path) -> Restored:
     meta = read_checkpoint_meta(checkpoint)
     config = ml_collections.ConfigDict(meta["config"])
-    card = DatasetCard.from_json(json.dumps(meta["dataset_card"]))
+    card = DatasetCard.from_json(json.dumps(meta["dataset_card"]), run_folder(checkpoint))
     check_normalization(card, checkpoint / "meta")
     if "normalization" not in config.data:  # written before the mode existed: the card's (per neuron)
         config.data.normalization = card.normalization

@@ -15,14 +15,13 @@ from pathlib import Path
 import ml_collections
 from flax import nnx
 
-from sensorium_jax.data.card import DatasetCard
+from sensorium_jax.data.card import CARD_FILE, DatasetCard
 from sensorium_jax.errors import InputDataError
 from sensorium_jax.training.checkpointing import BEST, Checkpoints
 from sensorium_jax.training.schedules import PlateauState, learning_rate_schedule, make_optimizer
 from sensorium_jax.training.state import create_train_state, uses_ema
 from sensorium_jax.training.workdir import CONFIG_FILE, has_checkpoint
 
-CARD_FILE = "dataset_card.json"
 IMPORT_FILE = "imported_from.json"
 IMPORT_STEP = 0
 
@@ -46,7 +45,7 @@ def write_workdir(workdir: str | Path, config: ml_collections.ConfigDict, card: 
     meta = {
         "plateau": dataclasses.asdict(PlateauState()),
         "config": config_json,
-        "dataset_card": json.loads(card.to_json()),
+        "dataset_card": json.loads(card.to_json(frames_file=CARD_FILE)),
         "model": config.model.name,
         "imported_from": provenance,
     }

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from sensorium_jax.config_checks import ConfigError, global_batch_problems, validate_config
 from sensorium_jax.data.datasets import open_training_store, oracle_ceiling
 from sensorium_jax.data.pipeline import make_sampler, make_train_dataset
+from sensorium_jax.data.card import CARD_FILE
 from sensorium_jax.data.store import Store
 from sensorium_jax.errors import NonFiniteLossError
 from sensorium_jax.models import build_model, ensemble, get_loss
@@ -257,7 +258,7 @@ def _train_locked(
         raise ConfigError(batch_problems)
     if is_main:
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
-        (workdir / "dataset_card.json").write_text(card.to_json())
+        (workdir / CARD_FILE).write_text(card.to_json())
 
     mesh = make_data_mesh()
     total_steps = int(config.train.steps)
@@ -318,7 +319,7 @@ def _train_locked(
         return {
             **current.as_meta(),
             "config": json.loads(config.to_json_best_effort()),
-            "dataset_card": json.loads(card.to_json()),
+            "dataset_card": json.loads(card.to_json(frames_file=CARD_FILE)),  # constants in the workdir's card
             "model": config.model.name,
         }
 
