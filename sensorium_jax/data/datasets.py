@@ -137,7 +137,7 @@ class NormalizedStore(Store):
 def normalization_mode(store) -> str:
     """The mode a store's batches are normalized in: a `NormalizedStore`'s, else per neuron (a
     plain store's own card, `Store.card()`, describes per-neuron normalization)."""
-    return getattr(store, "normalization_mode", norm_lib.PER_NEURON)
+    return store.normalization_mode if isinstance(store, NormalizedStore) else norm_lib.PER_NEURON
 
 
 def mouse_normalization(store, mouse: str | int, mode: str | None = None) -> norm_lib.Normalization:

@@ -277,8 +277,7 @@ def frame_constants(norm: Normalization) -> dict[str, np.ndarray] | None:
 
 def from_card(mouse: Any) -> Normalization:
     """The normalization a dataset card's mouse (`card.MouseCard`) was trained with."""
-    mode = getattr(mouse, "normalization", PER_NEURON)
-    frames = getattr(mouse, "frames", None)
+    mode, frames = mouse.normalization, mouse.frames
     if mode == PER_FRAME and frames is None:
         raise InputDataError("dataset_card", f"{mouse.name}.frames", "per-frame constants (normalization "
                              "'per_frame')", "none")
