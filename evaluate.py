@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from absl import app, flags
+from absl import app, flags, logging
 
 FLAGS = flags.FLAGS
 
@@ -36,6 +36,7 @@ def define_flags() -> None:
     flags.DEFINE_enum("window_rule", "", ["", "centred", "stride1_mean"],
                       "How models with a fixed clip length combine windows over a trial (default: the "
                       "model's own): 'centred' or 'stride1_mean'.")
+    flags.DEFINE_bool("verbose", False, "Show the INFO logs of orbax, absl and JAX.")
 
 
 def _absolute(path: str | Path) -> Path:
@@ -87,6 +88,8 @@ def evaluate(
 def main(argv: Sequence[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    if not FLAGS.verbose:
+        logging.set_verbosity(logging.WARNING)  # orbax logs every read at INFO
     from sensorium_jax.errors import run_cli
 
     run_cli(evaluate, FLAGS.workdir, ensemble=FLAGS.ensemble, store=FLAGS.store, tiers=FLAGS.tiers or None,
