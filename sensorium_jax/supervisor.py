@@ -37,13 +37,20 @@ def _die_with_parent() -> None:
         pass
 
 
+TAIL_CHARACTERS = 1 << 18  # the abort's reason comes before a stack dump of many small writes
+
+
 def _forward(source, sink, tail: list[str]) -> None:
-    """Copies the child's stderr as it comes (progress bars included) and keeps its last part."""
+    """Copies the child's stderr as it comes (progress bars included) and keeps its last
+    `TAIL_CHARACTERS` characters (by size: a dump arrives in reads of a few bytes each)."""
+    kept = 0
     while chunk := os.read(source.fileno(), 65536):
         sink.buffer.write(chunk)
         sink.flush()
         tail.append(chunk.decode(errors="replace"))
-        del tail[:-64]
+        kept += len(tail[-1])
+        while kept - len(tail[0]) >= TAIL_CHARACTERS:
+            kept -= len(tail.pop(0))
 
 
 def run_supervised(process_id: int, heartbeat_timeout_s: int) -> NoReturn:

@@ -54,3 +54,33 @@ def test_the_survivor_of_a_killed_peer_ends_with_one_line(tiny_store, tmp_path):
     assert code == PEER_LOST_EXIT, stderr[-3000:]
     assert stderr.strip().splitlines()[-1].startswith("error: process 0 stopped: another process"), stderr[-3000:]
     assert waited < HEARTBEAT_S + 60
+
+
+def test_the_abort_reason_survives_a_stack_dump_of_many_small_writes():
+    """The runtime writes its reason, then a stack dump a few bytes per write: the supervisor's
+    kept tail must still hold the reason (it once kept the last 64 reads only)."""
+    import io
+    import os
+    import threading
+
+    from sensorium_jax import supervisor
+
+    read_end, write_end = os.pipe()
+    tail: list[str] = []
+
+    class Sink:
+        buffer = io.BytesIO()
+
+        def flush(self) -> None:
+            pass
+
+    reader = threading.Thread(target=supervisor._forward, args=(os.fdopen(read_end, "rb", 0), Sink(), tail))
+    reader.start()
+    os.write(write_end, b"UNAVAILABLE: Task 1 heartbeat timeout\n")
+    for frame in range(2000):
+        os.write(write_end, b"    @ 0x7f4c61040634 frame %d\n" % frame)
+        if frame % 50 == 0:
+            time.sleep(0.001)  # let the reader take them as separate reads
+    os.close(write_end)
+    reader.join(timeout=10)
+    assert len(tail) > 64 and "heartbeat" in "".join(tail)
