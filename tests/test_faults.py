@@ -276,3 +276,20 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(smoke_config, ref
     assert sensorium_jax.load(workdir).source == str(workdir / "checkpoints" / "best" / "10")
     train_and_evaluate(smoke_config, workdir)  # space again: resumes from 10
     _assert_same_run(reference, workdir)
+
+
+def test_abandoned_read_logs_of_a_damaged_checkpoint_are_dropped_and_others_kept():
+    """asyncio reports the damaged checkpoint's read task ("Task exception was never retrieved",
+    with a traceback) after the one-line warning; that log is dropped, any other error kept."""
+    import logging
+
+    from sensorium_jax.training.checkpointing import ignore_abandoned_reads
+
+    ignore_abandoned_reads()
+    read = logging.LogRecord("asyncio", logging.ERROR, "/usr/lib/python3.11/asyncio/base_events.py", 1,
+                             "Task exception was never retrieved\nfuture: <Task finished "
+                             "coro=<_read_array_index_and_device_put() done>", None, None)
+    other = logging.LogRecord("asyncio", logging.ERROR, "/usr/lib/python3.11/asyncio/base_events.py", 1,
+                              "Task exception was never retrieved\nfuture: <Task finished coro=<serve()>", None, None)
+    assert not logging.getLogger("asyncio").filter(read)
+    assert logging.getLogger("asyncio").filter(other)

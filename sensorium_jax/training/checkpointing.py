@@ -178,15 +178,30 @@ def ignore_abandoned_reads() -> None:
 
     hook.ignores_abandoned_reads = True  # type: ignore[attr-defined]
     sys.unraisablehook = hook
-    # The same abandoned reads can also end in an ERROR log with a traceback from orbax's array
-    # reader, later and from another thread; the one-line warning has already said what happened.
-    logging.getLogger("absl").addFilter(_drop_abandoned_read_logs)
+    # The same abandoned reads can also end in an ERROR log with a traceback, later and from
+    # another thread: orbax's own (absl) or asyncio's "Task exception was never retrieved" for
+    # the read's task. The one-line warning has already said what happened.
+    for name in ("absl", "asyncio"):
+        logging.getLogger(name).addFilter(_drop_abandoned_read_logs)
 
 
 def _drop_abandoned_read_logs(record: logging.LogRecord) -> bool:
-    """False for orbax's error log of an array read that failed (the damaged checkpoint's)."""
-    return not (record.levelno >= logging.ERROR and "orbax" in record.pathname
-                and "serialization" in record.pathname)
+    """False for an error log of orbax's array reader (the damaged checkpoint's reads)."""
+    if record.levelno < logging.ERROR:
+        return True
+    if _in_orbax_reader(record.pathname):
+        return False
+    error = record.exc_info[1] if record.exc_info else None
+    traceback = error.__traceback__ if error is not None else None
+    while traceback is not None:
+        if _in_orbax_reader(traceback.tb_frame.f_code.co_filename):
+            return False
+        traceback = traceback.tb_next
+    return "_read_array_index_and_device_put" not in record.getMessage()
+
+
+def _in_orbax_reader(filename: str) -> bool:
+    return "orbax" in filename and "serialization" in filename
 
 
 def _is_abandoned_read(error: BaseException | None) -> bool:
