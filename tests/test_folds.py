@@ -86,3 +86,20 @@ def test_a_fold_run_trains_on_the_other_folds_and_validates_on_its_own(tiny_stor
         assert len(train) + len(validation) == labelled.sum()
     assert with_fold_tiers(base_config()).data.train_tiers == ("train",)  # no fold: as stored
     assert isinstance(resolved, ml_collections.ConfigDict)
+
+
+def test_train_py_with_a_fold_trains_on_the_other_folds(tiny_store, tmp_path):
+    """`--config.data.fold=k` alone (as the README says) must reach the trainer's tiers."""
+    import json
+
+    from sensorium_jax.training.loop import train_and_evaluate
+    from toy_config import get_config
+
+    config = get_config()
+    config.data.store = str(tiny_store)
+    config.data.fold, config.data.n_folds = 1, 3
+    config.train.steps, config.train.eval_every = 2, 2
+    summary = train_and_evaluate(config, tmp_path / "fold1")
+    written = json.loads((tmp_path / "fold1" / "config.json").read_text())
+    assert written["data"]["train_tiers"] == ["fold_0", "fold_2"] and written["data"]["validation_tier"] == "fold_1"
+    assert np.isfinite(summary.best_validation_correlation)

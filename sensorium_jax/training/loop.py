@@ -18,6 +18,7 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from sensorium_jax.config_checks import ConfigError, global_batch_problems, validate_config
+from sensorium_jax.data.folds import with_fold_tiers
 from sensorium_jax.data.datasets import open_training_store, oracle_ceiling
 from sensorium_jax.data.pipeline import make_sampler, make_train_dataset
 from sensorium_jax.data.card import CARD_FILE
@@ -247,7 +248,7 @@ def _train_locked(
     is_main = jax.process_index() == 0
 
     store = open_training_store(config.data)
-    config = resolve_epochs(config, store)
+    config = resolve_epochs(with_fold_tiers(config), store)  # a fold run trains on the other folds
     if is_main and (config.train.get("max_epochs", 0) or config.train.get("eval_every_epochs", 0)):
         print(f"one epoch is {steps_per_epoch(config, store)} steps: {config.train.steps} steps, "
               f"validation every {config.train.eval_every}")
