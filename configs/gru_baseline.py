@@ -21,6 +21,7 @@ import ml_collections
 
 from sensorium_jax.config import base_config
 from sensorium_jax.models import default_model_config
+from sensorium_jax.recipes import sensorium2023_trainer
 
 VARIANTS = ("", "smoke")
 
@@ -32,31 +33,9 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
 
 
 def competition() -> ml_collections.ConfigDict:
-    config = base_config()
-    config.data.synthetic_preset = "full"
-    config.data.clip_length = 80
-    config.data.clips_per_mouse = 8
-    # One optimizer step per round of one batch of every mouse, BatchNorm statistics per mouse.
-    config.data.mouse_sampling = "round"
+    config = sensorium2023_trainer(base_config())
     config.model = default_model_config("gru")
     config.model.readout.init_sigma = 1.0  # the reference draws the full sigma in [-1, 1]
-    config.train.loss_scale = "reference"  # Poisson summed, each mouse's batch x sqrt(trials / clips)
-    config.optimizer.name = "adamw"
-    config.schedule.name = "plateau"
-    config.schedule.learning_rate = 5e-3
-    config.schedule.plateau_factor = 0.3
-    config.schedule.plateau_patience = 5
-    # The reference trainer: restore the best parameters after 5 epochs without progress, stop
-    # at the 4th time, the rate x0.3 (floor 1e-4) after 6; at most 200 epochs, validating each.
-    config.schedule.plateau_rule = "reference"
-    config.schedule.plateau_threshold = 1e-6
-    config.schedule.min_learning_rate = 1e-4
-    config.schedule.restore_best = True
-    config.schedule.max_reductions = 4
-    config.train.max_epochs = 200
-    config.train.eval_every_epochs = 1
-    config.train.steps = 200_000
-    config.train.eval_every = 1000
     return config
 
 
