@@ -3,6 +3,8 @@
     python train.py --config configs/dwiseneuro.py --workdir runs/dwiseneuro \
         --config.data.store=/path/to/store
     python train.py --config configs/dwiseneuro.py:smoke --workdir runs/dwiseneuro_smoke
+    python train.py --config configs/dwiseneuro.py:distill --workdir runs/dwiseneuro_distilled \
+        --config.data.store=/path/to/store --config.train.distill.teacher=runs/dwiseneuro
 
 Recipe (SENSORIUM 2023 retrospective, appendix A.1, and the first-place code's basic stage
 `true_batch_001`): raw (unnormalised) inputs and targets, predictions divided by the response
@@ -15,6 +17,13 @@ frames run as two phases of 16 frames at step 2 (every frame predicted); whole t
 predicted with stride-1 windows averaged (`model.window_inference`; evaluate.py
 --window_rule=centred scores the faster rule).
 
+Variant `distill`: the recipe's second stage (`distillation_001`): the same recipe with expansion
+ratio 6, every mouse's readout trained on every clip, the other mice's responses predicted by a
+first-stage run (`train.distill.teacher`, by default runs/dwiseneuro; with `data.fold=k`, give the
+first-stage run of the same fold) and weighted to 0.36 of the loss (sensorium_jax.training.distillation).
+The paper: each distilled fold model scores ~0.007 above its teacher, their ensemble about the same.
+`distill_smoke`: the smoke recipe distilled from a smoke run (runs/dwiseneuro_smoke).
+
 Variant `smoke`: the same recipe (raw units, uniform mice, warmup + cosine, EMA, CutMix) on the
 tiny synthetic preset with a tiny network, for the tests; whole trials in centred windows, the
 rule the trainer's validation uses, so evaluate.py reproduces the trainer's score.
@@ -26,14 +35,29 @@ from sensorium_jax.config import base_config
 from sensorium_jax.models import default_model_config
 
 STEPS_PER_EPOCH = 72_000 // 32
-VARIANTS = ("", "smoke")
+VARIANTS = ("", "smoke", "distill", "distill_smoke")
+DISTILL_RATIO = 0.36  # the predicted entries' share of the loss's weight
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
     if variant not in VARIANTS:
-        raise ValueError(f"configs/dwiseneuro.py[:variant] takes no variant or 'smoke', got {variant!r}")
+        raise ValueError(f"configs/dwiseneuro.py[:variant] takes one of {VARIANTS}, got {variant!r}")
     config = competition()
-    return smoke(config) if variant == "smoke" else config
+    if variant in ("smoke", "distill_smoke"):
+        config = smoke(config)
+    if variant == "distill":
+        config = distill(config, teacher="runs/dwiseneuro", expansion_ratio=6)
+    if variant == "distill_smoke":
+        config = distill(config, teacher="runs/dwiseneuro_smoke", expansion_ratio=config.model.blocks.expansion_ratio)
+    return config
+
+
+def distill(config: ml_collections.ConfigDict, teacher: str, expansion_ratio: int) -> ml_collections.ConfigDict:
+    """The second stage: the same recipe, every readout also trained on `teacher`'s predictions."""
+    config.model.blocks.expansion_ratio = expansion_ratio
+    config.train.distill.teacher = teacher
+    config.train.distill.ratio = DISTILL_RATIO
+    return config
 
 
 def competition() -> ml_collections.ConfigDict:

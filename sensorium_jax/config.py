@@ -94,6 +94,9 @@ def base_config() -> ml_collections.ConfigDict:
     train.ema_decay = 0.0
     # CutMix of clips of the same mouse inside the step (probability 0: off).
     train.cutmix = ml_collections.ConfigDict({"probability": 0.0, "alpha": 1.0})
+    # Distillation (sensorium_jax.training.distillation): a trained run's workdir whose predictions
+    # train every other mouse's readout on each clip, making `ratio` of the loss's weight.
+    train.distill = ml_collections.ConfigDict({"teacher": "", "ratio": 0.36})
     return config
 
 

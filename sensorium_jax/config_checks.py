@@ -203,6 +203,11 @@ def train_problems(config: ml_collections.ConfigDict) -> Problems:
     problems += _number_in(config, "train.cutmix.probability", lambda v: 0 <= v <= 1, "a number in [0, 1]")
     if _get(config, "train.cutmix.probability"):
         problems += _number_in(config, "train.cutmix.alpha", lambda v: v > 0, "a number > 0")
+    if _get(config, "train.distill.teacher"):
+        problems += _number_in(config, "train.distill.ratio", lambda v: 0 < v < 1, "a number in (0, 1)")
+        if _get(config, "model.name") == "ensemble":
+            problems.append(_problem("train.distill.teacher", _get(config, "train.distill.teacher"),
+                                     "empty for an ensemble (distill its members' runs one by one)"))
     return problems
 
 

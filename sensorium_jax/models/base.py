@@ -86,6 +86,18 @@ class Model(nnx.Module, abc.ABC):
         losses, so each member gets exactly its own gradient). A single model is one member."""
         return self(batch, train=train)[None]
 
+    def every_mouse_predictions(self, batch: Batch, mice: int, train: bool = False) -> jax.Array:
+        """[mice, B, T_out, Nmax]: every mouse's readout of every clip, whoever's clip it is
+        (distillation trains the readouts of the mice that did not see a clip on a teacher's
+        predictions). This default reads the clips once per mouse in one call of `__call__` on
+        the repeated batch (BatchNorm's batch statistics are those of the batch, as repeats do
+        not change them); a model whose readouts share one core pass overrides it."""
+        b = batch["mouse"].shape[0]
+        repeated = {key: jnp.concatenate([value] * mice, axis=0) for key, value in batch.items()}
+        repeated["mouse"] = jnp.repeat(jnp.arange(mice, dtype=jnp.int32), b)
+        out = self(repeated, train=train)
+        return out.reshape(mice, b, *out.shape[1:])
+
     def regularizer(self) -> jax.Array:
         """Penalty added to the training loss, in the loss's units: the units of a loss summed
         over entries (the reference's); a loss averaged over entries divides it by the same

@@ -193,6 +193,17 @@ class DwiseNeuroModel(base.Model):
         features = self.cortex(self.core(self._inputs(batch), train=train), train=train)  # [s * B, T', C]
         return from_phases(self.readout(features, mouse, train=train), self.temporal_stride)
 
+    def every_mouse_predictions(self, batch: base.Batch, mice: int, train: bool = False) -> jax.Array:
+        """One core pass, then every mouse's readout (the readouts already read all mice)."""
+        frames = batch["video"].shape[1]
+        if frames != self.fixed_length:
+            raise ValueError(f"DwiseNeuro takes clips of exactly {self.fixed_length} frames, got {frames}")
+        if mice != self.readout.n_mice:
+            raise ValueError(f"the model reads {self.readout.n_mice} mice, asked for {mice}")
+        features = self.cortex(self.core(self._inputs(batch), train=train), train=train)
+        every = self.readout.every_mouse(features, train=train)  # [s * B, T', M, Nmax]
+        return jnp.moveaxis(from_phases(every, self.temporal_stride), 2, 0)
+
 
 CUTMIX_BOX = "cutmix_box"  # see sensorium_jax.training.augment.cutmix
 

@@ -150,6 +150,19 @@ class MouseReadout(nnx.Module):
         pre = pre + jnp.take_along_axis(self.bias[...][mouse], self.slot[...][mouse], axis=1)[:, None]
         return softplus_beta(pre, self.softplus_beta())
 
+    @property
+    def n_mice(self) -> int:
+        return int(self.kernel.shape[0])
+
+    def every_mouse(self, features: jax.Array, *, train: bool) -> jax.Array:
+        """[B, T, C] -> every mouse's rates [B, T, M, Nmax] (one dropout mask for all mice)."""
+        x = self.dropout(features, deterministic=not train)
+        out = self.all_mice(x)  # [B, T, M, S]
+        slot = self.slot[...]  # [M, Nmax]
+        pre = jnp.take_along_axis(out, slot[None, None], axis=3)
+        pre = pre + jnp.take_along_axis(self.bias[...], slot, axis=1)[None, None]
+        return softplus_beta(pre, self.softplus_beta())
+
     def softplus_beta(self) -> float | jax.Array:
         """The softplus beta: a constant, or a learned parameter (kept >= 1e-3)."""
         if isinstance(self.beta, nnx.Param):

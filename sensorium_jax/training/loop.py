@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from sensorium_jax.config_checks import ConfigError, global_batch_problems, validate_config
 from sensorium_jax.data.folds import with_fold_tiers
-from sensorium_jax.data.datasets import open_training_store, oracle_ceiling
+from sensorium_jax.data.datasets import normalization_mode, open_training_store, oracle_ceiling
 from sensorium_jax.data.pipeline import make_sampler, make_train_dataset
 from sensorium_jax.data.card import CARD_FILE
 from sensorium_jax.data.store import Store
@@ -39,6 +39,7 @@ from sensorium_jax.training.schedules import (
     uses_reference_rule,
 )
 from sensorium_jax.training.augment import cutmix
+from sensorium_jax.training.distillation import load_teacher
 from sensorium_jax.training.device_prefetch import DevicePrefetcher
 from sensorium_jax.training.interrupts import StopRequest, TrainingInterrupted
 from sensorium_jax.training.state import (
@@ -155,6 +156,10 @@ def build_training(config: ml_collections.ConfigDict, store: Store, mesh: jax.sh
         round_mice=len(store.mice) if config.data.mouse_sampling == "round" else 0,
         loss_scale=loss_scale(config.train.get("loss_scale", "mean"), [store.meta(m).n_trials for m in store.mice]),
     )
+    teacher = config.train.get("distill", {}).get("teacher", "")
+    if teacher and not members:  # validate_config refuses a teacher for an ensemble
+        options["teacher"] = load_teacher(teacher, store.card(), normalization_mode(store),
+                                          float(config.train.distill.ratio))
     if members:
         train_step = make_member_train_step(member_graph, tx, get_loss(config.train.loss), mesh,
                                             seeds=ensemble.member_seeds(config.seed, members), impl=model.kernels,
@@ -377,9 +382,9 @@ def _train_locked(
                 window_start, window_steps = time.time(), 0
                 progress.set_postfix(loss=f"{losses[-1]:.4f}", clips_s=f"{clips_per_second:.1f}")
                 extra = {"member_loss": np.asarray(step_metrics["member_loss"]).tolist()} if setup.members else {}
+                parts = {k: v for k, v in step_metrics.items() if k not in ("loss", "member_loss")}  # penalty, ...
                 writer.write(step, "train", loss=losses.mean(), clips_per_second=clips_per_second,
-                             learning_rate_scale=runs.scale_record(), regularizer=step_metrics["regularizer"],
-                             **extra)
+                             learning_rate_scale=runs.scale_record(), **parts, **extra)
             if step % eval_every == 0 or step == total_steps:
                 scores = {k: evaluate_member(state, k) for k in runs.active_members()}
                 previous = runs

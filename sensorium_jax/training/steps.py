@@ -11,7 +11,8 @@ from flax import nnx
 
 from sensorium_jax.models import Model, align_targets
 from sensorium_jax.models.losses import LossScale, scaled_loss
-from sensorium_jax.training.mesh import DATA_AXIS, replicated
+from sensorium_jax.training.distillation import TEACHER_RATES, Teacher, distillation_loss, teacher_rates
+from sensorium_jax.training.mesh import DATA_AXIS, replicate, replicated
 from sensorium_jax.training.state import TrainState
 
 LossFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
@@ -59,18 +60,29 @@ def make_update(
     ema_decay: float = 0.0,
     round_mice: int = 0,
     loss_scale: LossScale = LossScale(),
+    teacher: Teacher | None = None,
 ) -> Update:
-    """`update(state, batch, base_key) -> (state, metrics)`: one optimizer step of one model, not
-    compiled, so that a single run jits it and an ensemble maps it over its members (each member
-    then gets exactly the step its separate run would take). See `make_train_step`."""
+    """`update(state, batch, base_key[, teacher_variables]) -> (state, metrics)`: one optimizer
+    step of one model, not compiled, so that a single run jits it and an ensemble maps it over its
+    members (each member then gets exactly the step its separate run would take). With a
+    `teacher` the loss is `distillation.distillation_loss` on its rates, computed from
+    `teacher_variables`. See `make_train_step`."""
 
-    def update(state: TrainState, batch: dict, base_key: jax.Array) -> tuple[TrainState, dict]:
+    def update(state: TrainState, batch: dict, base_key: jax.Array,
+               teacher_variables: dict | None = None) -> tuple[TrainState, dict]:
         if augment is not None:
             batch = augment(batch, jax.random.fold_in(base_key, state.step))
+        if teacher is not None:
+            batch = {**batch, TEACHER_RATES: teacher_rates(teacher.graphdef, teacher_variables, batch,
+                                                           len(teacher.neuron_counts))}
 
         def objective(params, rest, batch):
             model = nnx.merge(graphdef, params, rest, copy=True)
-            loss, reported = model_loss(model, batch, loss_fn, loss_scale)
+            if teacher is None:
+                loss, reported = model_loss(model, batch, loss_fn, loss_scale)
+            else:
+                loss, reported = distillation_loss(model, batch, loss_fn, loss_scale, teacher.ratio,
+                                                   teacher.neuron_counts)
             _, _, new_rest = nnx.split(model, nnx.Param, ...)
             return loss, (reported, new_rest)
 
@@ -105,6 +117,7 @@ def make_train_step(
     seed: int = 0,
     round_mice: int = 0,
     loss_scale: LossScale = LossScale(),
+    teacher: Teacher | None = None,
 ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
     """One optimizer step. The state buffers are donated; the batch is sharded on 'data',
     so BatchNorm statistics and the loss are over the global batch.
@@ -117,17 +130,40 @@ def make_train_step(
 
     `augment(batch, key)` runs inside the step with a key derived from `seed` and the step
     number (so a resumed run draws the same augmentations); with `ema_decay` > 0 the state's
-    `ema_params` follow the parameters.
+    `ema_params` follow the parameters. A `teacher`'s variables are replicated once and passed
+    to the compiled step as arguments (never baked into the program as constants).
     """
     update = make_update(graphdef, tx, loss_fn, mesh, augment=augment, ema_decay=ema_decay, round_mice=round_mice,
-                         loss_scale=loss_scale)
+                         loss_scale=loss_scale, teacher=teacher)
     base_key = jax.random.key(seed)
 
-    def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
-        return update(state, batch, base_key)
-
     rep = replicated(mesh)
-    return jax.jit(train_step, out_shardings=(rep, rep), donate_argnums=0)
+    if teacher is None:
+        def train_step(state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+            return update(state, batch, base_key)
+
+        return jax.jit(train_step, out_shardings=(rep, rep), donate_argnums=0)
+
+    def distilled_step(state: TrainState, batch: dict, teacher_variables: dict) -> tuple[TrainState, dict]:
+        return update(state, batch, base_key, teacher_variables)
+
+    return WithTeacher(jax.jit(distilled_step, out_shardings=(rep, rep), donate_argnums=0),
+                       replicate(teacher.variables, mesh))
+
+
+class WithTeacher:
+    """A compiled step of (state, batch, teacher variables) called as one of (state, batch),
+    the teacher's variables bound once; `lower` as a jitted function's (benchmarks compile it)."""
+
+    def __init__(self, step: Callable, teacher_variables: dict):
+        self.step, self.teacher_variables = step, teacher_variables
+        self.__name__ = "distilled_step"
+
+    def __call__(self, state: TrainState, batch: dict) -> tuple[TrainState, dict]:
+        return self.step(state, batch, self.teacher_variables)
+
+    def lower(self, state: TrainState, batch: dict):
+        return self.step.lower(state, batch, self.teacher_variables)
 
 
 def make_member_train_step(
