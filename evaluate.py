@@ -8,8 +8,23 @@
 Every registered evaluator (sensorium_jax.evaluation.evaluators) is computed on every tier it
 applies to. Paths are taken relative to the current folder. Another store's mice are matched to
 the model's by name and their neurons by unit id; mice or neurons the model does not know are
-refused (exit status 2). The submission always drops the competition's 50 burn-in frames, and
-says which tiers and mice it holds.
+refused (exit status 2).
+
+Video stores (SENSORIUM 2023) are scored by single-trial correlation (after the burn-in),
+correlation to average and FEVE per tier and pooled; their submission (WORKDIR/evaluation/
+submission/) is the 2023 one: `predictions_live_main.parquet.brotli`,
+`predictions_final_main.parquet.brotli` (zipped in `submission_main.zip`) and the bonus
+track's two files (`submission_bonus.zip`), always without the competition's 50 burn-in frames.
+
+Static stores (SENSORIUM 2022 images, one frame per trial, no burn-in) are scored by
+single-trial correlation, correlation to the average over the repeats of each image and FEVE
+(averaged over neurons with FEV >= 0.15). Their submission is the 2022 starter kit's CSV, one
+row per trial with `trial_indices`, `image_ids`, `prediction` and `neuron_ids`:
+`submission/<track>/<mouse>/submission_file_live_test.csv` (tier "test") and
+`submission/<track>/<mouse>/submission_file_final_test.csv` (tier "final_test"), where
+`<track>` is `sensorium` (image only) or `sensorium_plus` (a model reading behaviour or pupil).
+
+Either way the report says which tiers and mice the submission holds.
 """
 
 from __future__ import annotations
@@ -60,7 +75,7 @@ def evaluate(
     replaces each model's own rule for combining fixed-length windows over a trial."""
     from sensorium_jax.data.datasets import open_normalized_store, open_training_store
     from sensorium_jax.evaluation.report import run_evaluation
-    from sensorium_jax.evaluation.scoring import WindowedPredictor
+    from sensorium_jax.evaluation.scoring import WindowedPredictor, store_kind
     from sensorium_jax.inference import EnsemblePredictor, load
 
     workdir = _absolute(workdir)
@@ -73,8 +88,9 @@ def evaluate(
     # The tiers as stored, even for a model trained on cross-validation folds.
     scored_store = open_normalized_store(_absolute(store), mode) if store else \
         open_training_store(config.data, mode, folds=False)
-    if burn_in is None:
+    if burn_in is None and store_kind(scored_store).is_video:
         burn_in = config.train.get("burn_in")  # None: the data kind's
+    # A static trial has one frame: the kind's burn-in (0), whatever a video-style config says.
     out = _absolute(out) if out else workdir / "evaluation"
     report = run_evaluation(predictor, scored_store, out, tiers=list(tiers) if tiers else None, burn_in=burn_in,
                             batch_size=batch_size, submission=submission)

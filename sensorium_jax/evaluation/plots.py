@@ -11,8 +11,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def correlation_histograms(per_tier: dict[str, np.ndarray], path: Path) -> Path:
-    """Distribution of per-neuron single-trial correlations, one panel per scored tier."""
+def correlation_histograms(per_tier: dict[str, np.ndarray], path: Path,
+                           xlabel: str = "single-trial correlation") -> Path:
+    """Distribution of a per-neuron score (default: single-trial correlation), one panel per tier."""
     tiers = list(per_tier)
     fig, axes = plt.subplots(1, len(tiers), figsize=(4 * len(tiers), 3.2), squeeze=False)
     for ax, tier in zip(axes[0], tiers):
@@ -20,7 +21,7 @@ def correlation_histograms(per_tier: dict[str, np.ndarray], path: Path) -> Path:
         ax.hist(values, bins=40, color="#3b6ea5", alpha=0.85)
         ax.axvline(values.mean(), color="k", lw=1, ls="--", label=f"mean {values.mean():.3f}")
         ax.set_title(tier)
-        ax.set_xlabel("single-trial correlation")
+        ax.set_xlabel(xlabel)
         ax.legend(frameon=False)
     axes[0][0].set_ylabel("neurons")
     fig.tight_layout()
@@ -43,6 +44,27 @@ def example_traces(recorded: np.ndarray, predicted: np.ndarray, title: str, path
     axes[0, 0].legend(frameon=False, ncol=2, loc="upper right")
     axes[0, 0].set_title(title)
     axes[-1, 0].set_xlabel("frame")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def example_scatter(recorded: np.ndarray, predicted: np.ndarray, title: str, path: Path, neurons: int = 4) -> Path:
+    """Recorded vs predicted responses over trials ([trials, N]) of the best-predicted neurons:
+    static trials have one frame each, so a trace over frames would be a single point."""
+    centered_r = recorded - recorded.mean(0)
+    centered_p = predicted - predicted.mean(0)
+    denominator = np.sqrt((centered_r**2).sum(0) * (centered_p**2).sum(0)) + 1e-12
+    correlation = (centered_r * centered_p).sum(0) / denominator
+    order = np.argsort(-correlation)[:neurons]
+    fig, axes = plt.subplots(1, len(order), figsize=(3 * len(order), 3.1), squeeze=False)
+    for ax, n in zip(axes[0], order):
+        ax.scatter(recorded[:, n], predicted[:, n], s=8, color="#c0392b", alpha=0.7)
+        ax.set_title(f"neuron {n}: r = {correlation[n]:.2f}", fontsize=9)
+        ax.set_xlabel("recorded")
+    axes[0, 0].set_ylabel("predicted")
+    fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -12,16 +12,20 @@ from tqdm.auto import tqdm
 
 from sensorium_jax.data.datasets import oracle_ceiling, synthetic_truth
 from sensorium_jax.evaluation import plots
-from sensorium_jax.evaluation.evaluators import Evaluator, get_evaluators
+from sensorium_jax.evaluation.evaluators import Evaluator, FractionOfExplainableVarianceExplained, get_evaluators
 from sensorium_jax.evaluation.matching import MouseMatch, match_store
-from sensorium_jax.evaluation.scoring import TierScores, default_burn_in, default_tiers, pool_tier, score_tier
+from sensorium_jax.evaluation.scoring import (
+    TierScores, default_burn_in, default_tiers, pool_tier, score_tier, store_kind,
+)
 from sensorium_jax.evaluation.submission import SUBMISSION_TIERS, SubmissionWriter
+from sensorium_jax.evaluation.submission_static import StaticSubmissionWriter, submission_track
 
 __all__ = ["default_tiers", "markdown", "run_evaluation"]
 
 # Pooled scores the synthetic data's ground truth has a ceiling for.
 CEILING_METRICS = ("single_trial_correlation", "correlation_to_average")
 BY_TYPE = "single_trial_correlation_by_type"  # the bonus tiers' per-OOD-type scores
+FEV_THRESHOLD = FractionOfExplainableVarianceExplained.threshold  # neurons FEVE is averaged over
 
 
 def run_evaluation(
@@ -46,12 +50,12 @@ def run_evaluation(
     matches = match_store(predictor.card, store)  # refuses before anything is written
     out.mkdir(parents=True, exist_ok=True)
     chosen = get_evaluators(evaluators)
-    writer = SubmissionWriter(out / "submission", store) if submission else None
+    writer = submission_writer(predictor, store, out / "submission") if submission else None
     jobs = [(m, t) for m in store.mice for t in tiers if len(store.meta(m).trials_of(t))]
     results = [score_tier(predictor, store, mouse, tier, chosen, burn_in=burn_in, batch_size=batch_size, sink=writer,
                           match=matches[mouse])
                for mouse, tier in tqdm(jobs, desc="evaluate", unit="tier")]
-    zips = [str(p) for p in writer.close()] if writer else []
+    files = [str(p) for p in writer.close()] if writer else []
 
     report = {
         "checkpoint": predictor.source,
@@ -60,9 +64,10 @@ def run_evaluation(
         "evaluators": list(chosen),
         "mice": {},
         "pooled": {},
-        "submission": zips,
+        "submission": files,
     }
     if writer is not None:
+        report["submission_tiers"] = writer.tier_files()
         report["submission_contents"] = writer.contents()
         report["submission_missing"] = writer.missing(predictor.card.names)
     for r in results:
@@ -73,9 +78,19 @@ def run_evaluation(
         if scored:
             report["pooled"][tier] = _pooled_entry(store, tier, scored, chosen)
     report["plots"], report["notes"] = _plots(predictor, store, results, out, matches)
+    if writer is not None:
+        report["notes"] += writer.notes()
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(markdown(report))
     return report
+
+
+def submission_writer(predictor, store, out: Path) -> SubmissionWriter | StaticSubmissionWriter:
+    """The competition's file writer for the store's kind: 2023 parquet for video, 2022 CSV
+    (in the model's track) for static images."""
+    if store_kind(store).is_video:
+        return SubmissionWriter(out, store)
+    return StaticSubmissionWriter(out, store, submission_track(predictor.config.model))
 
 
 def _pooled_entry(store, tier: str, scored: list[TierScores], evaluators: dict[str, Evaluator]) -> dict:
@@ -87,6 +102,19 @@ def _pooled_entry(store, tier: str, scored: list[TierScores], evaluators: dict[s
         entry["oracle_ceiling"] = ceiling
         entry["fraction_of_ceiling"] = {name: entry[name] / value for name, value in ceiling.items()}
     return entry
+
+
+def feve_of_kept_neurons(results: list[TierScores]) -> dict[str, np.ndarray]:
+    """Tier -> per-neuron FEVE of the neurons FEVE is averaged over (FEV at the threshold or
+    above), all mice of the tier concatenated; tiers without any left out."""
+    out = {}
+    for tier in dict.fromkeys(r.tier for r in results):
+        values = [r.results["feve"].per_neuron for r in results
+                  if r.tier == tier and r.scored and "feve" in r.results]
+        kept = [v["feve"][v["fev"] >= FEV_THRESHOLD] for v in values]
+        if kept and sum(len(k) for k in kept):
+            out[tier] = np.concatenate(kept)
+    return out
 
 
 def readout_pixels(predictor) -> tuple[np.ndarray | None, str]:
@@ -109,8 +137,16 @@ def _plots(predictor, store, results: list[TierScores], out: Path,
             single[tier] = np.concatenate(values)
     if single:
         made.append(plots.correlation_histograms(single, out / "correlations.png"))
+    feve = feve_of_kept_neurons(results)
+    if feve:
+        made.append(plots.correlation_histograms(
+            feve, out / "feve.png", xlabel=f"FEVE (neurons with FEV >= {FEV_THRESHOLD})"))
     example = next((r for r in results if r.scored and r.example is not None), None)
-    if example is not None:
+    if example is not None and example.example["axis"] == "trial":
+        made.append(plots.example_scatter(
+            example.example["recorded"], example.example["predicted"],
+            f"{example.mouse}, {example.tier}: {len(example.example['recorded'])} trials", out / "scatter.png"))
+    elif example is not None:
         made.append(plots.example_traces(
             example.example["recorded"], example.example["predicted"],
             f"{example.mouse}, {example.tier} trial {example.example['trial']}", out / "traces.png"))
@@ -133,8 +169,9 @@ def _plots(predictor, store, results: list[TierScores], out: Path,
 def submission_lines(report: dict) -> list[str]:
     """What the submission holds, file by file, and loudly what it lacks (never a silent partial zip)."""
     contents, missing = report.get("submission_contents", {}), report.get("submission_missing", {})
+    files = report.get("submission_tiers") or {tier: name for tier, (name, _) in SUBMISSION_TIERS.items()}
     lines = ["## Submission", ""]
-    for tier, (name, _) in SUBMISSION_TIERS.items():
+    for tier, name in files.items():
         mice = contents.get(tier)
         if mice:
             written = ", ".join(f"{mouse} ({rows} trials)" for mouse, rows in mice.items())
@@ -155,9 +192,10 @@ COLUMNS = {
     "correlation_to_average": "corr. to average",
     "feve": "FEVE",
     "fev": "FEV",
+    "feve_neurons": f"neurons with FEV >= {FEV_THRESHOLD}",
     "single_trial_correlation_type_mean": "OOD type mean",
 }
-SKIPPED = {"neurons", "trials", "scored", "oracle_ceiling", "fraction_of_ceiling", "feve_neurons", BY_TYPE}
+SKIPPED = {"neurons", "trials", "scored", "oracle_ceiling", "fraction_of_ceiling", BY_TYPE}
 
 
 def _columns(entries: list[dict]) -> list[str]:
@@ -188,6 +226,9 @@ def markdown(report: dict) -> str:
         frac = " / ".join(f"{fraction[m]:.2f}" for m in CEILING_METRICS if m in fraction) if fraction else "-"
         lines.append(f"| {tier} | " + " | ".join(_cell(v.get(c)) for c in columns)
                      + f" | {v['neurons']} | {v['trials']} | {frac} |")
+    if "feve" in columns:
+        lines += ["", f"FEVE is the mean over the neurons whose FEV reaches {FEV_THRESHOLD} (the SENSORIUM 2022 "
+                  "rule); FEV is the mean over all neurons."]
     by_type = {tier: v for tier, v in pooled.items() if BY_TYPE in v}
     if by_type:
         lines += ["", "## Bonus tiers per out-of-distribution stimulus type", "",

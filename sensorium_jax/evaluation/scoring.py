@@ -16,14 +16,18 @@ from typing import Protocol
 import jax
 import numpy as np
 
-from sensorium_jax.data.kinds import UNSCORED_TIERS
+from sensorium_jax.data.kinds import UNSCORED_TIERS, DatasetKind
 from sensorium_jax.data.pipeline import make_eval_batches
+from sensorium_jax.errors import InputDataError
 from sensorium_jax.evaluation.evaluators import EvalResult, Evaluator, Pooled, TierInfo
 from sensorium_jax.evaluation.matching import MouseMatch, as_model_batch, match_mouse, to_store_neurons
 from sensorium_jax.models.windows import WINDOW_RULES, predict_frames
 
 # (mouse, tier, trial indices in the store, predictions [B, T, N], frame mask [B, T])
 TrialSink = Callable[[str, str, np.ndarray, np.ndarray, np.ndarray], None]
+
+# Trials of a single-frame (static) tier kept for its example plot: enough for a scatter.
+EXAMPLE_TRIALS = 256
 
 
 class NormalizedPredictor(Protocol):
@@ -41,7 +45,9 @@ class TierScores:
     neurons: int
     scored: bool  # False when the tier's responses are withheld (all zeros): results mean nothing
     results: dict[str, EvalResult]  # evaluator name -> result
-    example: dict | None = None  # one trial's recorded and predicted traces, for plots
+    # For plots: recorded and predicted [rows, N], rows the frames of one trial ("frame") or,
+    # on single-frame (static) tiers, the first trials' one frame each ("trial").
+    example: dict | None = None
 
     def pooled(self) -> Pooled:
         """All evaluators' scalars of this mouse, in one flat namespace."""
@@ -81,19 +87,34 @@ def stimulus_types(meta) -> np.ndarray:
     return np.asarray(meta.stimulus_types).astype(str)
 
 
+def store_kind(store) -> DatasetKind:
+    """The store's data set kind (a store holds one kind: video or static)."""
+    return store.meta(store.mice[0]).dataset_kind
+
+
 def default_burn_in(store) -> int:
-    """Frames dropped per trial by default: the data kind's (SENSORIUM 2023 video: 50)."""
-    return store.meta(store.mice[0]).dataset_kind.burn_in
+    """Frames dropped per trial by default: the data kind's (SENSORIUM 2023 video: 50; static: 0)."""
+    return store_kind(store).burn_in
+
+
+def check_burn_in(burn_in: int, info: TierInfo, where) -> None:
+    """Refuses a burn-in that leaves no frame of the tier to score (a static trial has one
+    frame, so a video config's burn-in would silently score nothing)."""
+    if info.n_frames and burn_in >= info.n_frames:
+        raise InputDataError(where, "burn_in", f"fewer frames than the {info.tier} trials' {info.n_frames} "
+                             f"({info.kind.name} data: {info.kind.burn_in})", burn_in)
 
 
 def default_tiers(store) -> list[str]:
-    """Every tier of the store that is scored, in order of first appearance."""
+    """Every tier of the store that is scored, in the release's order (validation before the
+    tests, whatever order the trials come in); tiers the kind does not name come last."""
     seen: list[str] = []
     for mouse in store.mice:
         for tier in store.meta(mouse).tiers:
             if str(tier) not in UNSCORED_TIERS and str(tier) not in seen:
                 seen.append(str(tier))
-    return seen
+    order = store_kind(store).tiers
+    return sorted(seen, key=lambda tier: order.index(tier) if tier in order else len(order))
 
 
 def tier_info(store, mouse: str, tier: str) -> TierInfo:
@@ -137,6 +158,7 @@ def score_tier(
     """
     burn_in = default_burn_in(store) if burn_in is None else int(burn_in)
     info = tier_info(store, mouse, tier)
+    check_burn_in(burn_in, info, store.path)
     n = info.n_neurons
     if match is None and getattr(predictor, "card", None) is not None:
         match = match_mouse(predictor.card, store.mouse_name(mouse), store.meta(mouse).unit_ids, where=store.path)
@@ -157,13 +179,30 @@ def score_tier(
             states[name] = evaluator.update(states[name], scored_batch, predictions, mask)
         if sink is not None:
             sink(mouse, tier, batch["trial"], raw, batch["frame_mask"])
-        if example is None:
-            length = int(batch["frame_mask"][0].sum())
-            example = {"trial": int(batch["trial"][0]), "recorded": responses[0, :length].copy(),
-                       "predicted": predictions[0, :length].copy()}
+        example = grow_example(example, batch, responses, predictions, single_frame=info.n_frames == 1)
     results = {name: e.result(states[name]) for name, e in active.items()}
     return TierScores(mouse, tier, trials=len(info.trials), neurons=n, scored=any_signal and len(info.trials) > 0,
                       results=results, example=example)
+
+
+def grow_example(example: dict | None, batch: Mapping[str, np.ndarray], responses: np.ndarray,
+                 predictions: np.ndarray, *, single_frame: bool) -> dict | None:
+    """Pure: the tier's example for plots after one more batch. A video tier's is its first
+    trial's frames; a single-frame tier's the first `EXAMPLE_TRIALS` trials' one frame each,
+    since one frame is no trace."""
+    if not single_frame:
+        if example is not None:
+            return example
+        length = int(batch["frame_mask"][0].sum())
+        return {"axis": "frame", "trial": int(batch["trial"][0]), "recorded": responses[0, :length].copy(),
+                "predicted": predictions[0, :length].copy()}
+    example = example or {"axis": "trial", "trial": int(batch["trial"][0]),
+                          "recorded": responses[:0, 0], "predicted": predictions[:0, 0]}
+    room = EXAMPLE_TRIALS - len(example["recorded"])
+    if room <= 0:
+        return example
+    return dict(example, recorded=np.concatenate([example["recorded"], responses[:room, 0]]),
+                predicted=np.concatenate([example["predicted"], predictions[:room, 0]]))
 
 
 def pool_tier(scores: Sequence[TierScores], evaluators: Mapping[str, Evaluator]) -> Pooled:

@@ -1,4 +1,5 @@
-"""SENSORIUM 2023 competition files: one parquet (brotli) per test tier, zipped per track.
+"""SENSORIUM 2023 competition files: one parquet (brotli) per test tier, zipped per track
+(the 2022 static-image CSVs are `submission_static`'s).
 
 Each row is one trial: `mouse`, `trial_indices` (the trial's id in the official folder),
 `prediction` (neurons x frames after the burn-in) and `neuron_ids`. Rows are written as
@@ -46,6 +47,25 @@ SCHEMA = pa.schema(
 )
 
 
+class SubmissionUnits:
+    """Predictions from the units of the store's batches to a submission's (normalized, or
+    recorded with `raw_units`); each mouse's normalization read once."""
+
+    def __init__(self, store, raw_units: bool = False):
+        self.store, self.raw_units = store, raw_units
+        self._norms: dict[str, norm_lib.Normalization] = {}
+
+    def __call__(self, mouse: str, prediction: np.ndarray) -> np.ndarray:
+        """One trial's predictions [T, N] from frame 0, in the file's units."""
+        if mouse not in self._norms:
+            self._norms[mouse] = mouse_normalization(self.store, mouse)
+        norm = self._norms[mouse]
+        if norm.applied != self.raw_units:
+            return prediction
+        norm = norm.window(0, prediction.shape[0], where=self.store.path / mouse)
+        return prediction * (norm.response_scale if self.raw_units else norm.response_precision)
+
+
 class SubmissionWriter:
     """A `TrialSink` of the tier loop that writes the submission tiers' rows."""
 
@@ -55,7 +75,7 @@ class SubmissionWriter:
         self.store = store
         self.burn_in = default_burn_in(store)  # the competition's, never a validation setting
         self.raw_units = raw_units
-        self._norms: dict[str, norm_lib.Normalization] = {}
+        self._units = SubmissionUnits(store, raw_units)
         self._writers: dict[str, pq.ParquetWriter] = {}
         self._rows: dict[str, dict[str, int]] = {}  # tier -> mouse -> rows written
 
@@ -79,15 +99,13 @@ class SubmissionWriter:
         counts = self._rows.setdefault(tier, {})
         counts[mouse] = counts.get(mouse, 0) + len(rows["mouse"])
 
-    def _units(self, mouse: str, prediction: np.ndarray) -> np.ndarray:
-        """One trial's predictions [T, N] from frame 0, from the batches' units to the file's."""
-        if mouse not in self._norms:
-            self._norms[mouse] = mouse_normalization(self.store, mouse)
-        norm = self._norms[mouse]
-        if norm.applied != self.raw_units:
-            return prediction
-        norm = norm.window(0, prediction.shape[0], where=self.store.path / mouse)
-        return prediction * (norm.response_scale if self.raw_units else norm.response_precision)
+    def tier_files(self) -> dict[str, str]:
+        """Submission tier -> its file's name (what the report lists, written or not)."""
+        return {tier: name for tier, (name, _) in SUBMISSION_TIERS.items()}
+
+    def notes(self) -> list[str]:
+        """Caveats about the written files (none for this format)."""
+        return []
 
     def contents(self) -> dict[str, dict[str, int]]:
         """What was written: submission tier -> mouse -> trials (rows)."""

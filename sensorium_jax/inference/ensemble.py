@@ -49,6 +49,7 @@ class EnsemblePredictor:
         self.source = ",".join(m.source for m in members)
 
     mice = Predictor.mice
+    static = Predictor.static
     neuron_ids = Predictor.neuron_ids
     normalize_inputs = Predictor.normalize_inputs
 

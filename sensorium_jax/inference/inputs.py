@@ -54,6 +54,34 @@ def check_shapes(card: DatasetCard, video: Any, behavior: Any, pupil_center: Any
             raise InputDataError(WHERE, name, f"{lead[0]} trials (the video's)", f"{shape[0]} trials")
 
 
+def check_image_shapes(card: DatasetCard, images: Any, behavior: Any, pupil_center: Any) -> None:
+    """Static (image) models: one image ([H, W], behavior [k], pupil_center [2]) or a batch
+    ([B, H, W], [B, k], [B, 2]) of the card's image shape and behaviour size, with equal B."""
+    h, w = card.frame_shape
+    if np.ndim(images) not in (2, 3) or tuple(np.shape(images)[-2:]) != (h, w):
+        raise InputDataError(WHERE, "images", f"[H, W] or [B, H, W] with H, W = {h}, {w} (the model's images)",
+                             f"shape {tuple(np.shape(images))}")
+    lead = tuple(np.shape(images)[:-2])  # () or (B,)
+    for name, array, width in (("behavior", behavior, card.behavior_dim), ("pupil_center", pupil_center, 2)):
+        shape = tuple(np.shape(array))
+        expected = f"[{width}] (one image)" if not lead else f"[B, {width}] (one row per image)"
+        if len(shape) != len(lead) + 1 or shape[-1] != width:
+            images_shape = ", ".join([*map(str, lead), "H", "W"])
+            raise InputDataError(WHERE, name, f"{expected} for images of shape [{images_shape}]", f"shape {shape}")
+        if lead and shape[0] != lead[0]:
+            raise InputDataError(WHERE, name, f"{lead[0]} rows (one per image)", f"{shape[0]} rows")
+
+
+def images_as_trials(card: DatasetCard, images: Any, behavior: Any, pupil_center: Any) -> tuple[Any, Any, Any]:
+    """Static inputs (see `check_image_shapes`) -> one-frame trials (video [B, 1, H, W],
+    behavior [B, 1, k], pupil_center [B, 1, 2]): a static model is trained on clips of T = 1."""
+    check_image_shapes(card, images, behavior, pupil_center)
+    check_finite(images=images, behavior=behavior, pupil_center=pupil_center)
+    if np.ndim(images) == 2:
+        images, behavior, pupil_center = images[None], behavior[None], pupil_center[None]
+    return images[:, None], behavior[:, None], pupil_center[:, None]
+
+
 def check_finite(**arrays: Any) -> None:
     """Refuses NaN/inf in concrete inputs (one NaN pixel would silently turn output frames
     into NaN); traced arrays (under jit or grad) are left to the caller."""

@@ -2,6 +2,7 @@
 function underneath for in-silico work (gradients, optimisation of stimuli).
 
     predictor.predict(video, behavior, pupil_center, mouse)        # NumPy, whole trials
+    predictor.predict(images, behavior, pupil_center, mouse)       # static models: [B, H, W] -> [B, N]
     inputs = predictor.normalize_inputs(video, behavior, pupil_center, mouse)
     predictor.apply(predictor.variables, inputs)                     # pure, jit-able, differentiable
 """
@@ -18,9 +19,10 @@ from flax import nnx
 
 from sensorium_jax.data import normalization as norm_lib
 from sensorium_jax.data.card import DatasetCard
-from sensorium_jax.inference.checkpoint import Variables
+from sensorium_jax.data.kinds import as_kind
 from sensorium_jax.evaluation.matching import neuron_order
-from sensorium_jax.inference.inputs import WHERE, Inputs, mouse_index, pipeline_inputs
+from sensorium_jax.inference.checkpoint import Variables
+from sensorium_jax.inference.inputs import WHERE, Inputs, images_as_trials, mouse_index, pipeline_inputs
 from sensorium_jax.models.base import ReadoutPositions
 from sensorium_jax.models.windows import predict_frames, window_rule
 
@@ -43,6 +45,12 @@ class Predictor:
         self._forward = jax.jit(self.apply)
 
     # -- what the model knows
+    @property
+    def static(self) -> bool:
+        """Whether the model was trained on static images (SENSORIUM 2022): `predict` then
+        takes images, one behaviour row per image, and returns one response per image."""
+        return not as_kind(self.card.kind).is_video
+
     @property
     def mice(self) -> tuple[str, ...]:
         return self.card.names
@@ -129,6 +137,9 @@ class Predictor:
     ) -> np.ndarray:
         """One trial (video [T, H, W]) -> [T, N]; a batch ([B, T, H, W]) -> [B, T, N].
 
+        A static (image) model (`static`) takes images instead: one image ([H, W], behavior
+        [3], pupil_center [2]) -> [N]; a batch ([B, H, W], [B, 3], [B, 2]) -> [B, N].
+
         Neurons are in the order of `neuron_ids(mouse)`, or of `unit_ids` when given (matched
         by id: a reordering or subset of the mouse's; unknown ids are refused). Responses are in
         normalized units (divided by the response std, per frame when the model was trained per
@@ -136,14 +147,19 @@ class Predictor:
         when its source had per-frame statistics), or recorded units with `raw_units`.
         Non-finite inputs and mismatched shapes are refused with one line (`InputDataError`).
         """
-        single = np.ndim(video) == 3
         video, behavior, pupil_center = (np.asarray(a, np.float32) for a in (video, behavior, pupil_center))
+        images = self.static
+        single = np.ndim(video) == (2 if images else 3)
+        if images:  # one-frame trials, as the model was trained
+            video, behavior, pupil_center = images_as_trials(self.card, video, behavior, pupil_center)
         m = self.card.mice[mouse_index(self.card, mouse)]
         columns = np.arange(m.n_neurons) if unit_ids is None else neuron_order(
             m.unit_ids, unit_ids, where=WHERE, mouse=m.name)
         batch = pipeline_inputs(self.card, video, behavior, pupil_center, mouse, normalize=not normalized_inputs)
         out = self.predict_normalized(batch)[..., columns]
         out = convert_units(out, norm_lib.from_card(m), columns, raw_units=raw_units)
+        if images:
+            out = out[:, 0]  # [B, 1, N] -> [B, N]
         return out[0] if single else out
 
     def _model(self, variables: Variables, *, copy: bool = False) -> nnx.Module:
