@@ -293,3 +293,37 @@ def test_abandoned_read_logs_of_a_damaged_checkpoint_are_dropped_and_others_kept
                               "Task exception was never retrieved\nfuture: <Task finished coro=<serve()>", None, None)
     assert not logging.getLogger("asyncio").filter(read)
     assert logging.getLogger("asyncio").filter(other)
+
+
+def test_a_checkpoint_of_another_layout_is_refused_in_one_line_and_kept(tiny_store, tmp_path):
+    """An intact checkpoint of another train-state layout (another model, or one written before
+    a layout change) is not "damaged": resuming refuses it by name and moves nothing."""
+    from sensorium_jax.errors import InputDataError
+    from sensorium_jax.training import checkpointing
+    from sensorium_jax.training.loop import build_training, device_batches, train_and_evaluate
+    from sensorium_jax.training.mesh import make_data_mesh
+    from sensorium_jax.data.datasets import open_training_store
+    from toy_config import get_config
+
+    config = get_config()
+    config.data.store = str(tiny_store)
+    workdir = tmp_path / "run"
+    train_and_evaluate(config, workdir)
+    steps_before = checkpointing.Checkpoints(workdir).latest.all_steps()
+
+    same = build_training(config, open_training_store(config.data), make_data_mesh())
+    checkpoints = checkpointing.Checkpoints(workdir)
+    assert checkpoints.layout_mismatch(checkpointing.LATEST, steps_before[-1], same.state) == ""
+    checkpoints.close()
+
+    other = get_config()
+    other.data.store = str(tiny_store)
+    other.model.channels = 6  # the saved filters have 4
+    mesh = make_data_mesh()
+    setup = build_training(other, open_training_store(other.data), mesh)
+    checkpoints = checkpointing.Checkpoints(workdir)
+    with pytest.raises(InputDataError, match=r"another layout \(.*shape .*\)"):
+        checkpoints.resume(setup.state, device_batches(setup.dataset, mesh, other))
+    checkpoints.close()
+    assert checkpointing.Checkpoints(workdir).latest.all_steps() == steps_before
+    assert not (workdir / "checkpoints" / checkpointing.DAMAGED).exists()

@@ -111,6 +111,11 @@ class Checkpoints:
         damaged: list[tuple[int, str]] = []
         reasons: list[str] = []
         for step, kind in candidates:
+            mismatch = self.layout_mismatch(kind, step, state_like)
+            if mismatch:  # intact, but of another model or train-state layout: nothing is moved
+                raise InputDataError(self.root / kind / str(step), "state", "the train state this config builds",
+                                     f"another layout ({mismatch}): written by another model or version; "
+                                     "move the workdir aside to start over")
             try:
                 state, meta = self.restore(kind, state_like, iterator if kind == LATEST else None, step)
                 if kind != LATEST and iterator is not None:
@@ -135,6 +140,28 @@ class Checkpoints:
 
     def _manager(self, kind: str) -> ocp.CheckpointManager:
         return self.latest if kind == LATEST else self.best
+
+    def layout_mismatch(self, kind: str, step: int, state_like: Any) -> str:
+        """The first difference between a checkpoint's saved arrays (paths and shapes, from its
+        metadata) and `state_like`'s; empty when they agree or the metadata cannot be read (a
+        damaged checkpoint is then reported by its restore)."""
+        try:
+            saved = _shapes(self._manager(kind).item_metadata(step)["state"])
+        except Exception:  # noqa: BLE001 - unreadable metadata: left to the restore to report
+            return ""
+        wanted = _shapes(state_like)
+        # random keys are saved as their raw data: the key's shape plus the implementation's own
+        keys = {path for path, leaf in _leaves(state_like).items()
+                if jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key)}
+        for path in sorted(set(saved) | set(wanted)):
+            if path not in saved:
+                return f"{path} is not in the checkpoint"
+            if path not in wanted:
+                return f"the checkpoint has {path}, which this model does not"
+            if saved[path][: len(wanted[path])] != wanted[path] or (
+                    len(saved[path]) != len(wanted[path]) and path not in keys):
+                return f"{path}: shape {saved[path]} in the checkpoint, {wanted[path]} here"
+        return ""
 
     def _set_aside(self, damaged: list[tuple[int, str]]) -> None:
         """Moves damaged steps out of their manager (orbax would refuse to save their step again)."""
@@ -161,6 +188,26 @@ class Checkpoints:
     def close(self) -> None:
         self.latest.close()
         self.best.close()
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    """A tree's array shapes by path (see `_leaves`)."""
+    return {path: tuple(leaf.shape) for path, leaf in _leaves(tree).items()}
+
+
+def _leaves(tree: Any) -> dict[str, Any]:
+    """A tree's leaves by path ("params/core/layers/0/kernel/value"), whatever containers
+    (dataclass fields, dicts, lists) hold them."""
+    def name(key: Any) -> str:
+        if isinstance(key, (jax.tree_util.DictKey, jax.tree_util.FlattenedIndexKey)):
+            return str(key.key)
+        if isinstance(key, jax.tree_util.GetAttrKey):
+            return key.name
+        if isinstance(key, jax.tree_util.SequenceKey):
+            return str(key.idx)
+        return str(key)
+
+    return {"/".join(name(k) for k in path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
 def ignore_abandoned_reads() -> None:
