@@ -25,6 +25,9 @@ def base_config() -> ml_collections.ConfigDict:
     data.synthetic_preset = "small"
     data.synthetic_seed = 0
     data.synthetic_mice = 0  # 0: the preset's number of mice
+    # "video" (SENSORIUM 2023 clips) or "static" (SENSORIUM 2022 images: clip_length 1, burn_in 0,
+    # validation_tier "validation"; configs/static_baseline.py sets them)
+    data.synthetic_kind = "video"
     data.cache_dir = ""  # empty: $XDG_CACHE_HOME/sensorium_jax or ~/.cache/sensorium_jax
     data.clip_length = 80
     data.clips_per_mouse = 8

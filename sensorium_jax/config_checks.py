@@ -94,6 +94,7 @@ def data_problems(config: ml_collections.ConfigDict) -> Problems:
     from sensorium_jax.data.kinds import KINDS, UNSCORED_TIERS
     from sensorium_jax.data.normalization import MODES
     from sensorium_jax.data.sampling import MOUSE_SAMPLING
+    from sensorium_jax.data.datasets import SYNTHETIC_KINDS
     from sensorium_jax.data.synthetic.presets import PRESETS
 
     problems = _int_at_least(config, ["data.clip_length", "data.clips_per_mouse", "data.eval_batch_size",
@@ -110,6 +111,7 @@ def data_problems(config: ml_collections.ConfigDict) -> Problems:
             problems.append(_problem("data.store", store, "an existing store folder (or empty: synthetic data)"))
     else:
         problems += _one_of(config, "data.synthetic_preset", tuple(PRESETS))
+        problems += _one_of(config, "data.synthetic_kind", SYNTHETIC_KINDS)
     all_tiers = tuple(dict.fromkeys(t for kind in KINDS.values() for t in kind.tiers))
     scored = tuple(t for t in all_tiers if t not in UNSCORED_TIERS)
     problems += _one_of(config, "data.validation_tier", scored)

@@ -39,12 +39,20 @@ def cache_root(configured: str = "") -> Path:
     return Path(base) / "sensorium_jax"
 
 
-def synthetic_store(preset: str, seed: int, mice: int, cache_dir: str = "") -> Path:
-    """The store of a synthetic preset, generating and converting it on first use."""
+SYNTHETIC_KINDS = ("video", "static")
+
+
+def synthetic_store(preset: str, seed: int, mice: int, cache_dir: str = "", kind: str = "video") -> Path:
+    """The store of a synthetic preset of `kind` ("video" clips or "static" images), generating
+    and converting it on first use."""
     from sensorium_jax.data import synthetic
     from sensorium_jax.data.convert import convert
 
-    name = f"{preset}-seed{seed}" + (f"-mice{mice}" if mice else "") + f"-v{SYNTHETIC_CACHE_VERSION}"
+    if kind not in SYNTHETIC_KINDS:
+        raise ValueError(f"data.synthetic_kind = {kind!r}: expected one of {', '.join(map(repr, SYNTHETIC_KINDS))}")
+    # a video cache keeps its old name, so caches written before the option are reused
+    name = (f"{preset}-seed{seed}" + (f"-mice{mice}" if mice else "") + ("-static" if kind == "static" else "")
+            + f"-v{SYNTHETIC_CACHE_VERSION}")
     folder = cache_root(cache_dir) / "synthetic" / name
     store_path = folder / "store"
     if (store_path / ORACLE_FILE).exists():
@@ -53,8 +61,8 @@ def synthetic_store(preset: str, seed: int, mice: int, cache_dir: str = "") -> P
         raw = folder / "raw"
         if raw.exists():
             shutil.rmtree(raw)  # a previous attempt stopped half-way
-        print(f"Generating the synthetic '{preset}' data set into {folder} (once) ...")
-        sources = synthetic.generate(raw, preset=preset, seed=seed, mice=mice or None)
+        print(f"Generating the synthetic '{preset}' {kind} data set into {folder} (once) ...")
+        sources = synthetic.generate(raw, preset=preset, seed=seed, mice=mice or None, static=kind == "static")
         convert(sources, store_path)
         write_oracle_summary(sources, store_path)
         shutil.rmtree(raw)
@@ -163,7 +171,9 @@ def open_training_store(data: ml_collections.ConfigDict, normalization: str | No
     into `data.fold`'s folds when one is asked for and `folds` (evaluation scores the tiers as
     stored: `folds=False`)."""
     path = Path(data.store) if data.store else synthetic_store(
-        data.synthetic_preset, data.synthetic_seed, data.synthetic_mice, data.cache_dir
+        data.synthetic_preset, data.synthetic_seed, data.synthetic_mice, data.cache_dir,
+        # a config from before the option used video data, the only kind there was
+        data.get("synthetic_kind", "video"),
     )
     mode = normalization or data.get("normalization", LEGACY_NORMALIZATION)
     spec = FoldSpec(int(data.get("n_folds", DEFAULT_FOLDS)), tuple(data.get("fold_tiers", ("train", "oracle")))) \
