@@ -45,8 +45,75 @@ def poisson_loss(
     return jnp.sum(per_entry) / jnp.maximum(jnp.sum(mask), 1)
 
 
+CORRELATION_EPS = 1.1920929e-07  # float32 machine epsilon, the ViV1T reference's
+# ViV1T's weight of the correlation term per valid entry: the reference adds 1000 x the sum over
+# neurons of (1 - r) to the Poisson loss summed over a mouse's batch of 6 clips of 126 predicted
+# frames (150-frame clips), i.e. 1000 / (6 * 126) per neuron and frame.
+VIV1T_CORRELATION_WEIGHT = 1000.0 / (6 * 126)
+
+
+def correlation_term(
+    predictions: jax.Array,
+    responses: jax.Array,
+    neuron_mask: jax.Array,
+    frame_mask: jax.Array,
+    eps: float = CORRELATION_EPS,
+) -> jax.Array:
+    """[B, N]: 1 - r for every clip and neuron, r the neuron's correlation between predictions
+    and responses over the clip's valid frames, in float32; 0 for padded neurons and clips
+    without a valid frame.
+
+    r = cov / ((std_y + eps) (std_pred + eps)) with population (ddof 0) statistics, as the
+    ViV1T reference's `correlation`; a constant series has r = 0. Invalid entries are removed
+    with `where` before any arithmetic, and the standard deviations' square roots are taken only
+    where the variance is positive, so no NaN or infinite gradient comes out of padding.
+    """
+    mask = valid_mask(neuron_mask, frame_mask)  # [B, T, N]
+    pred = jnp.where(mask, predictions.astype(jnp.float32), 0.0)
+    y = jnp.where(mask, responses.astype(jnp.float32), 0.0)
+    count = jnp.maximum(jnp.sum(mask, axis=1), 1).astype(jnp.float32)  # [B, N]
+
+    def centred_and_std(v: jax.Array) -> tuple[jax.Array, jax.Array]:
+        centred = jnp.where(mask, v - (jnp.sum(v, axis=1) / count)[:, None], 0.0)
+        var = jnp.sum(jnp.square(centred), axis=1) / count
+        positive = var > 0
+        return centred, jnp.where(positive, jnp.sqrt(jnp.where(positive, var, 1.0)), 0.0)
+
+    cp, sp = centred_and_std(pred)
+    cy, sy = centred_and_std(y)
+    r = (jnp.sum(cp * cy, axis=1) / count) / ((sp + eps) * (sy + eps))
+    real = neuron_mask.astype(bool) & jnp.any(mask, axis=1)  # neurons with a valid frame
+    return jnp.where(real, 1.0 - r, 0.0)
+
+
+def poisson_correlation_loss(
+    predictions: jax.Array,
+    responses: jax.Array,
+    neuron_mask: jax.Array,
+    frame_mask: jax.Array,
+    weight: float = VIV1T_CORRELATION_WEIGHT,
+) -> jax.Array:
+    """ViV1T's loss, Poisson plus a correlation term, per valid entry: (sum of the Poisson terms
+    + weight * sum over clips and neurons of valid frames x (1 - r)) / valid entries. For one
+    clip that is the mean Poisson loss + weight * the mean over neurons of (1 - r), so the
+    balance does not depend on the clip length, and the trainer's per-clip scaling
+    (`scaled_loss`) weighs the clips by their entries as for the Poisson loss.
+
+    Deviations: the correlation is over each clip's frames (the trainer evaluates a loss clip
+    by clip); the reference's is over the frames of one mouse's batch of 6 clips, with a weight
+    per entry that shrinks with the clip length (1000 / (6 x frames)): `weight` is its value
+    for its 150-frame clips.
+    """
+    mask = valid_mask(neuron_mask, frame_mask)
+    entries = jnp.maximum(jnp.sum(mask), 1).astype(jnp.float32)
+    frames = jnp.sum(mask, axis=1).astype(jnp.float32)  # [B, N] valid frames per clip and neuron
+    poisson = poisson_loss(predictions, responses, neuron_mask, frame_mask)
+    term = jnp.sum(frames * correlation_term(predictions, responses, neuron_mask, frame_mask))
+    return poisson + weight * term / entries
+
+
 LossFn = Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
-LOSSES: dict[str, LossFn] = {"poisson": poisson_loss}
+LOSSES: dict[str, LossFn] = {"poisson": poisson_loss, "poisson_correlation": poisson_correlation_loss}
 
 
 def get_loss(name: str) -> LossFn:

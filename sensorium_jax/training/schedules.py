@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 
+import jax
 import optax
 
 
@@ -162,20 +164,89 @@ def learning_rate_schedule(config, total_steps: int) -> optax.Schedule:
             decay_steps=max(total_steps, warmup + 1),
             end_value=config.end_learning_rate,
         )
-    raise ValueError(f"unknown schedule name {name!r}: expected constant, plateau or warmup_cosine")
+    if name == "warmup_flat_cosine":
+        return warmup_flat_cosine(config, total_steps)
+    raise ValueError(f"unknown schedule name {name!r}: expected constant, plateau, warmup_cosine or "
+                     "warmup_flat_cosine")
+
+
+def warmup_flat_cosine(config, total_steps: int) -> optax.Schedule:
+    """Linear warm-up from `warmup_start_factor` x the rate over `warmup_steps`, the rate held
+    until `flat_fraction` of the training steps, then a cosine to `end_learning_rate` at the end
+    (mmcv's linear warm-up with CosineRestart periods [flat, decay], as Dynamic-V1FM trains).
+
+    The fraction keeps the phases' proportions when the steps come from `train.max_epochs`. The
+    two fields are read with defaults (no flat phase, warm-up from 0) because the config check
+    probes schedule names with the common fields only.
+    """
+    rate, end = float(config.learning_rate), float(config.end_learning_rate)
+    warmup = int(config.warmup_steps)
+    start = float(config.get("warmup_start_factor", 0.0)) * rate
+    decay_start = max(int(round(float(config.get("flat_fraction", 0.0)) * total_steps)), warmup)
+    decay = optax.cosine_decay_schedule(rate, max(total_steps - decay_start, 1), alpha=end / rate if rate else 0.0)
+    return optax.join_schedules(
+        [optax.linear_schedule(start, rate, warmup), optax.constant_schedule(rate), decay],
+        boundaries=[warmup, decay_start],
+    )
+
+
+def _base_optimizer(name: str, schedule: optax.Schedule, weight_decay: float) -> optax.GradientTransformation:
+    if name == "adamw":
+        return optax.adamw(schedule, weight_decay=weight_decay)
+    if name == "adam":
+        return optax.adam(schedule)
+    raise ValueError(f"unknown optimizer {name!r}: expected adamw or adam")
+
+
+DEFAULT_GROUP = "default"
+
+
+def _path_names(path: tuple) -> set[str]:
+    """The attribute and dict names along a parameter's pytree path."""
+    names = set()
+    for key in path:
+        if isinstance(key, jax.tree_util.DictKey):
+            names.add(str(key.key))
+        elif isinstance(key, jax.tree_util.GetAttrKey):
+            names.add(key.name)
+    return names
+
+
+def parameter_groups(groups) -> Callable:
+    """`params -> labels`: each parameter's group, the first of `groups` (in order) that lists a
+    module name found along its path, else `DEFAULT_GROUP`."""
+    members = [(str(group), set(options.modules)) for group, options in groups.items()]
+
+    def label(path: tuple, _) -> str:
+        names = _path_names(path)
+        return next((group for group, modules in members if modules & names), DEFAULT_GROUP)
+
+    return lambda params: jax.tree_util.tree_map_with_path(label, params)
 
 
 def make_optimizer(optimizer_config, schedule: optax.Schedule) -> optax.GradientTransformation:
     """The optimizer of one model. An ensemble applies it to each member on its own (its state
     is initialised per member and the update mapped over them), so Adam's moments and counts and
-    the global norm of `grad_clip_norm` are each member's own, as in its separate run."""
+    the global norm of `grad_clip_norm` are each member's own, as in its separate run.
+
+    `optimizer.groups` (optional, empty by default) gives parts of the model rates and weight
+    decays of their own, as torch's parameter groups: `{group: {"modules": (names,),
+    "learning_rate_scale": s, "weight_decay": w}}`; a parameter whose path goes through one of
+    the named modules follows the schedule times s with decay w, the others the schedule with
+    `optimizer.weight_decay`. The plateau scale and gradient clipping act on all of them.
+    """
     name = optimizer_config.name
-    if name == "adamw":
-        tx = optax.adamw(schedule, weight_decay=optimizer_config.weight_decay)
-    elif name == "adam":
-        tx = optax.adam(schedule)
-    else:
-        raise ValueError(f"unknown optimizer {name!r}: expected adamw or adam")
+    tx = _base_optimizer(name, schedule, optimizer_config.weight_decay)
+    groups = optimizer_config.get("groups", None) or {}
+    if groups:
+        if DEFAULT_GROUP in groups:
+            raise ValueError(f"optimizer.groups cannot be called {DEFAULT_GROUP!r}")
+        transforms = {DEFAULT_GROUP: tx}
+        for group, options in groups.items():
+            scale = float(options.learning_rate_scale)
+            scaled = lambda step, scale=scale: schedule(step) * scale  # noqa: E731
+            transforms[str(group)] = _base_optimizer(name, scaled, float(options.weight_decay))
+        tx = optax.multi_transform(transforms, parameter_groups(groups))
     if optimizer_config.get("grad_clip_norm", 0.0):
         tx = optax.chain(optax.clip_by_global_norm(optimizer_config.grad_clip_norm), tx)
     return tx
