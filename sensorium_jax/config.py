@@ -58,6 +58,9 @@ def base_config() -> ml_collections.ConfigDict:
     optimizer.name = "adamw"
     optimizer.weight_decay = 0.0
     optimizer.grad_clip_norm = 0.0
+    # Parts of the model with rates and weight decays of their own (torch's parameter groups):
+    # {group: {"modules": (names,), "learning_rate_scale": s, "weight_decay": w}}; see schedules.
+    optimizer.groups = ml_collections.ConfigDict()
 
     config.schedule = schedule = ml_collections.ConfigDict()
     schedule.name = "plateau"  # plateau | constant | warmup_cosine
@@ -74,6 +77,10 @@ def base_config() -> ml_collections.ConfigDict:
     schedule.restore_best = False  # at each plateau, continue from the best parameters
     schedule.warmup_steps = 0
     schedule.end_learning_rate = 0.0
+    # warmup_flat_cosine: the warm-up starts at this fraction of the rate, which is held until
+    # `flat_fraction` of the steps, then decays along a cosine to end_learning_rate.
+    schedule.warmup_start_factor = 0.0
+    schedule.flat_fraction = 0.0
 
     config.train = train = ml_collections.ConfigDict()
     train.steps = 2000

@@ -168,6 +168,8 @@ def optimization_problems(config: ml_collections.ConfigDict) -> Problems:
     problems += _one_of(config, "schedule.plateau_rule", PLATEAU_RULES)
     problems += _number_in(config, "schedule.plateau_threshold", lambda v: v >= 0, "a number >= 0")
     problems += _number_in(config, "schedule.min_learning_rate", lambda v: v >= 0, "a number >= 0 (0: no floor)")
+    problems += _number_in(config, "schedule.warmup_start_factor", lambda v: 0 <= v <= 1, "a number in [0, 1]")
+    problems += _number_in(config, "schedule.flat_fraction", lambda v: 0 <= v < 1, "a number in [0, 1)")
     if _get(config, "schedule.plateau_rule") == "reference" and _get(config, "schedule.plateau_patience") == 0:
         problems.append(_problem("schedule.plateau_patience", 0, "at least 1 with schedule.plateau_rule='reference'"))
     problems += _number_in(config, "optimizer.weight_decay", lambda v: v >= 0, "a number >= 0")
@@ -177,7 +179,8 @@ def optimization_problems(config: ml_collections.ConfigDict) -> Problems:
     # The schedule and optimizer factories are the only lists of their names: ask them, with
     # safe numbers, so that a bad number above does not hide a bad name.
     probe_schedule = ml_collections.ConfigDict({"name": _get(config, "schedule.name"), "learning_rate": 1.0,
-                                                "warmup_steps": 0, "end_learning_rate": 0.0})
+                                                "warmup_steps": 0, "end_learning_rate": 0.0,
+                                                "warmup_start_factor": 0.0, "flat_fraction": 0.0})
     probe_optimizer = ml_collections.ConfigDict({"name": _get(config, "optimizer.name"), "weight_decay": 0.0,
                                                  "grad_clip_norm": 0.0})
     for key, build in (
@@ -267,7 +270,7 @@ def validate_config(config: ml_collections.ConfigDict, devices: int | None = Non
 # Keys whose change makes a workdir's checkpoints unusable: they change the model, the data it
 # was trained on (and its mice), or the shape of the optimizer state.
 INCOMPATIBLE_PREFIXES = ("model.", "data.store", "data.synthetic_preset", "data.synthetic_seed",
-                         "data.synthetic_mice", "optimizer.name")
+                         "data.synthetic_mice", "data.synthetic_kind", "optimizer.name", "optimizer.groups")
 # Keys that change the optimizer state's structure only when switched on or off.
 ON_OFF_KEYS = ("optimizer.grad_clip_norm", "train.ema_decay")
 

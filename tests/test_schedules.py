@@ -336,3 +336,25 @@ def test_schedule_and_epoch_settings_are_checked_before_any_work():
     config.schedule.plateau_patience = 0
     assert optimization_problems(config) == [
         "schedule.plateau_patience = 0: expected at least 1 with schedule.plateau_rule='reference'"]
+
+
+def test_schedule_and_optimizer_group_fields_are_config_data_and_checked():
+    import json
+
+    from sensorium_jax.config_checks import config_problems, resume_problems
+
+    config = base_config()
+    assert config.schedule.flat_fraction == 0.0 and config.schedule.warmup_start_factor == 0.0
+    assert len(config.optimizer.groups) == 0
+    config.schedule.name = "warmup_flat_cosine"
+    config.schedule.flat_fraction = 1.5
+    config.schedule.warmup_start_factor = -0.1
+    problems = " ".join(config_problems(config))
+    assert "schedule.flat_fraction = 1.5" in problems and "schedule.warmup_start_factor = -0.1" in problems
+
+    saved = json.loads(base_config().to_json_best_effort())
+    grouped = base_config()
+    grouped.optimizer.groups = ml_collections.ConfigDict(
+        {"readout": {"modules": ("readout",), "learning_rate_scale": 0.75, "weight_decay": 0.1}})
+    assert any(p.startswith("optimizer.groups.readout") for p in
+               resume_problems(saved, json.loads(grouped.to_json_best_effort())))
