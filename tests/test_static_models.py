@@ -204,3 +204,12 @@ def test_static_smoke_config_learns(static_smoke_run):
     assert summary.oracle_ceiling is not None
     assert summary.best_validation_correlation > untrained + 0.12
     assert summary.best_validation_correlation > 0.35 * summary.oracle_ceiling
+
+
+def test_bench_times_static_inference_on_images():
+    """The bench's inference measurement feeds a static model images, as `load(...).predict` takes them."""
+    from sensorium_jax.benchmarking.measure import measure_inference_on_card
+
+    config = load_config(CONFIG, "ln_smoke")
+    result = measure_inference_on_card(config, static_card(), rounds=1, trials_per_call=4)
+    assert result["output_shape"] == [4, 5] and result["trials_per_second"] > 0

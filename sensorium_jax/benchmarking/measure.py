@@ -203,7 +203,8 @@ def measure_inference(config: ml_collections.ConfigDict, store: Store, rounds: i
 
 def measure_inference_on_card(config: ml_collections.ConfigDict, card: DatasetCard, frames: int = TRIAL_FRAMES,
                               rounds: int = 3, trials_per_call: int | None = None) -> dict:
-    """Trials of `frames` frames per second through `Predictor.predict` for the mice of `card`.
+    """Trials of `frames` frames per second through `Predictor.predict` for the mice of `card`
+    (a static model's: images per second, `frames` unused).
 
     Weights are freshly initialised: throughput does not depend on their values, and no
     checkpoint round trip is needed.
@@ -213,10 +214,11 @@ def measure_inference_on_card(config: ml_collections.ConfigDict, card: DatasetCa
     predictor = Predictor(config, card, params, rest, graphdef, source="bench")
     b = int(trials_per_call or config.data.eval_batch_size)
     h, w = card.frame_shape
+    lead = (b,) if predictor.static else (b, frames)  # a static model's trial is one image
     rng = np.random.default_rng(0)
-    video = rng.uniform(0, 255, (b, frames, h, w)).astype(np.float32)
-    behavior = np.abs(rng.normal(size=(b, frames, card.behavior_dim))).astype(np.float32)
-    pupil = rng.normal(size=(b, frames, 2)).astype(np.float32)
+    video = rng.uniform(0, 255, (*lead, h, w)).astype(np.float32)
+    behavior = np.abs(rng.normal(size=(*lead, card.behavior_dim))).astype(np.float32)
+    pupil = rng.normal(size=(*lead, 2)).astype(np.float32)
     mouse = card.names[0]
 
     predictor.predict(video, behavior, pupil, mouse)  # compiles
