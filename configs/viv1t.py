@@ -24,7 +24,11 @@ Variants:
   400 steps of 12 clips of 32 frames, all mice per batch, warmup + cosine), the recipe's loss,
   optimizer groups and weight decays; no tubelet LayerNorm, small initial position embeddings
   and the baseline's readout sigma (see `small` for the measurement).
-- `smoke`: a tiny ViV1T on the tiny preset for the tests, as `small` and without dropout.
+- `smoke`: a tiny ViV1T on the tiny preset for the tests, as `small` with coarser tokens and
+  without dropout.
+
+`model.max_frames` (the temporal positions learned) covers the longest trial of each variant's
+preset: the default's 320 the `full` preset's and the 2023 data's 300.
 """
 
 import ml_collections
@@ -135,6 +139,9 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     model = config.model
     model.max_frames = 72  # the tiny preset's longest trial
     model.tokenizer.temporal_patch = 5
+    # 4 x 8 tokens per frame: on the tiny preset the validation correlation after 20 steps is
+    # the same as with the `small` variant's stride of 4 (0.050 both), at a quarter of the step time.
+    model.tokenizer.spatial_stride = 8
     model.tokenizer.emb_dim = 32
     model.transformer.spatial_depth = 1
     model.transformer.temporal_depth = 1

@@ -91,6 +91,8 @@ def base_config() -> ml_collections.ConfigDict:
     train.eval_every_epochs = 0
     train.log_every = 10
     train.loss = "poisson"
+    # Keyword options of the loss, as data (e.g. {"weight": 1.32} for poisson_correlation).
+    train.loss_options = ml_collections.ConfigDict()
     # "mean": the loss averaged over valid entries; "reference": the SENSORIUM 2023 trainer's
     # sum over entries, each mouse's clips times sqrt(its trials / its clips in the batch)
     # (see models/losses.py LossScale). The model's penalty is scaled alike in both.

@@ -73,13 +73,14 @@ class WindowedPredictor:
         return self.predictor.readout_positions()
 
     def predict_normalized(self, batch: Mapping[str, np.ndarray]) -> np.ndarray:
-        """As `Predictor.predict_normalized`, with windows combined by `rule`."""
+        """As `Predictor.predict_normalized` (the start padded as the model allows), with windows
+        combined by `rule`."""
         inputs = {key: batch[key] for key in ("video", "behavior", "pupil_center")}
         inputs["mouse"] = np.asarray(batch["mouse"], np.int32)
         variables = self.predictor.variables
         return predict_frames(lambda clip: self._forward(variables, clip), inputs,
                               frames_lost=self.predictor.frames_lost, clip_length=self.predictor.clip_length,
-                              pad_start=True, rule=self.rule)
+                              pad_start=self.predictor.pads_start, rule=self.rule)
 
 
 def stimulus_types(meta) -> np.ndarray:

@@ -42,6 +42,7 @@ class Predictor:
         model = self._model(self._variables)
         self.frames_lost: int = int(model.frames_lost())  # clip frames without a prediction
         self.clip_length: int | None = model.clip_length  # a core's one input length, if it has one
+        self.pads_start: bool = bool(model.pads_start)  # whether the first frames are predicted on a steady screen
         self._forward = jax.jit(self.apply)
 
     # -- what the model knows
@@ -113,14 +114,16 @@ class Predictor:
         eval batches go through `evaluation.matching` (by name and unit id) first.
 
         The first frames are predicted by repeating the first input frame before the clip (a
-        steady screen), so the output covers the whole trial; cores with a fixed clip length
-        slide over the trial in windows, combined by the model's `window_inference` rule.
+        steady screen), so the output covers the whole trial, unless the model says the padding
+        would change its other frames' predictions (`pads_start` False: its first `frames_lost`
+        frames are NaN, as in the trainer's validation); cores with a fixed clip length slide
+        over the trial in windows, combined by the model's `window_inference` rule.
         """
         inputs = {key: batch[key] for key in ("video", "behavior", "pupil_center")}
         inputs["mouse"] = np.asarray(batch["mouse"], np.int32)
         return predict_frames(
             lambda clip: self._forward(self._variables, clip), inputs,
-            frames_lost=self.frames_lost, clip_length=self.clip_length, pad_start=True,
+            frames_lost=self.frames_lost, clip_length=self.clip_length, pad_start=self.pads_start,
             rule=window_rule(self.config.model),
         )
 
@@ -144,7 +147,8 @@ class Predictor:
         by id: a reordering or subset of the mouse's; unknown ids are refused). Responses are in
         normalized units (divided by the response std, per frame when the model was trained per
         frame; a model trained on raw responses has its predictions divided likewise, per frame
-        when its source had per-frame statistics), or recorded units with `raw_units`.
+        when its source had per-frame statistics), or recorded units with `raw_units`. A model
+        that does not pad the start (`pads_start` False) leaves its first `frames_lost` frames NaN.
         Non-finite inputs and mismatched shapes are refused with one line (`InputDataError`).
         """
         video, behavior, pupil_center = (np.asarray(a, np.float32) for a in (video, behavior, pupil_center))

@@ -71,6 +71,16 @@ class Model(nnx.Module, abc.ABC):
         return None
 
     @property
+    def pads_start(self) -> bool:
+        """Whether whole-trial prediction may put `frames_lost()` copies of a trial's first
+        frame before it (a steady screen) so that its first frames get predictions too. A model
+        whose outputs attend to the whole clip (non-causal temporal attention, positions counted
+        from the clip's first frame) says False: the padding would change every frame's
+        prediction, not only the first ones', so its first `frames_lost()` frames are left
+        unpredicted (NaN) instead, as in the trainer's validation."""
+        return True
+
+    @property
     def input_canvas(self) -> tuple[int, int] | None:
         """The (height, width) the model pads its frames to before its core, where in-step
         augmentations (CutMix) draw their boxes as the reference does; None: the frames' own."""

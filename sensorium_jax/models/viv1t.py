@@ -21,22 +21,27 @@ The tokenizer does not pad: the first `temporal_patch - 1` frames of a clip get 
 (`frames_lost`), and the outputs align with the clip's last frames as the model contract asks.
 As in the reference, the temporal attention is not causal and the temporal positions count
 from the clip's first frame, so a frame's prediction depends on the clip it sits in: frames
-padded after a trial, or the steady screen `Predictor.predict` puts before it, change it.
+padded after a trial, or a steady screen put before it, change it. The model therefore says
+`pads_start` False: whole trials are predicted as they are (`Predictor.predict` as the
+trainer's validation), their first `frames_lost` frames NaN.
 
 Deviations from the reference:
 - the readout reads the token grid as it is (H' x W', 15 x 29 for 36 x 64 frames); the
   reference reshapes the tokens to the most square factorisation of their count, the same grid
   for 36 x 64 frames;
 - the temporal position embedding is learned for `max_frames - temporal_patch + 1` positions
-  (300 frames, the longest 2023 trial, as the reference) and a clip uses its first T' of them;
+  and a clip uses its first T' of them; `max_frames` is 320 (the synthetic `full` preset's
+  longest trial) where the reference has 300 (the longest 2023 trial): positions past a data
+  set's longest trial never train, so on the 2023 data the model computes the reference's
+  function with 20 x emb_dim idle parameters;
 - the attention is `jax.nn.dot_product_attention` (cuDNN flash attention on GPU) or a plain
   softmax (`transformer.attention`); its dropout acts on the attention output, as the
   reference's does around its fused kernel;
 - the tokenizer's default `impl="conv"` computes the reference's tokens without materialising
   the flattened tubelets (see `viv1t_blocks.Tokenizer`); `impl="patches"` builds them;
 - the tokenizer's linear layer starts N(0, 0.02^2) with zero bias, as the blocks' layers (the
-  reference leaves torch's default U(+-1/sqrt(in)) there; on the tiny preset's smoke run the
-  40-step rise of the validation correlation was 0.083 with this, 0.028 with torch's);
+  reference leaves torch's default U(+-1/sqrt(in)) there; on the tiny preset, smoke-sized with
+  4-pixel token strides, the 40-step rise of the validation correlation was 0.083 with this, 0.028 with torch's);
 - only the parallel block is offered (the paper's; the reference's default flag builds the
   sequential one) and queries and keys are not normalised (the reference's default).
 """
@@ -73,8 +78,10 @@ def default_config() -> ml_collections.ConfigDict:
             # Recompute each transformer block's activations in the backward pass (the
             # reference enables gradient checkpointing on CUDA), ~1/3 more compute.
             "remat": False,
-            # Temporal positions learned: max_frames - temporal_patch + 1 (the longest trial).
-            "max_frames": 300,
+            # The longest clip or trial the model takes: max_frames - temporal_patch + 1
+            # temporal positions are learned. 320 covers the synthetic `full` preset's trials
+            # as well as the 2023 data's (300, the reference's value).
+            "max_frames": 320,
             "inputs": {"behavior": True, "pupil_center": True, "map_scale": 1.0},
             "tokenizer": {
                 "temporal_patch": 25,  # temporal stride 1: one token per frame
@@ -188,6 +195,7 @@ class ViV1TModel(base.Model):
         self.spatial_patch = int(config.tokenizer.spatial_patch)
         self.spatial_stride = int(config.tokenizer.spatial_stride)
         self.output = str(config.output)
+        self.max_frames = int(config.max_frames)
         self.core = Core(input_channels(card, inputs), self.frame_shape, config, rngs=rngs)
         self.readout, self.shifter = readout_and_shifter(config, card, self.core.out_channels, rngs)
         if self.output == "exp":  # biases start at the log mean rate, as inverse_elu1 does for ELU + 1
@@ -203,6 +211,12 @@ class ViV1TModel(base.Model):
     def frames_lost(self) -> int:
         """The tokenizer's unpadded temporal patch eats its length minus one."""
         return self.core.temporal_patch - 1
+
+    @property
+    def pads_start(self) -> bool:
+        """False: the temporal attention sees the whole clip, so frames put before a trial
+        would change every frame's prediction."""
+        return False
 
     def regularizer(self) -> jax.Array:
         return self.readout.regularizer()
@@ -222,6 +236,9 @@ class ViV1TModel(base.Model):
         t_out = self.frames_out(x.shape[1])
         if t_out < 1:
             raise ValueError(f"{x.shape[1]}-frame clips are too short: the tokenizer eats {self.frames_lost()}")
+        if x.shape[1] > self.max_frames:
+            raise ValueError(f"{x.shape[1]}-frame clips exceed model.max_frames={self.max_frames} (the learned "
+                             "temporal positions): train with a larger model.max_frames")
         features = self.core(x, train=train)
         mouse = jnp.asarray(batch["mouse"], jnp.int32)
         pupil = jnp.asarray(batch["pupil_center"], jnp.float32)[:, -t_out:]

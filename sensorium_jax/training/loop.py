@@ -160,12 +160,13 @@ def build_training(config: ml_collections.ConfigDict, store: Store, mesh: jax.sh
     if teacher and not members:  # validate_config refuses a teacher for an ensemble
         options["teacher"] = load_teacher(teacher, store.card(), normalization_mode(store),
                                           float(config.train.distill.ratio))
+    loss = functools.partial(get_loss(config.train.loss), **config.train.get("loss_options", {}))  # options as data
     if members:
-        train_step = make_member_train_step(member_graph, tx, get_loss(config.train.loss), mesh,
+        train_step = make_member_train_step(member_graph, tx, loss, mesh,
                                             seeds=ensemble.member_seeds(config.seed, members), impl=model.kernels,
                                             **options)
     else:
-        train_step = make_train_step(graphdef, tx, get_loss(config.train.loss), mesh, seed=config.seed, **options)
+        train_step = make_train_step(graphdef, tx, loss, mesh, seed=config.seed, **options)
     del model
     return TrainingSetup(graphdef, state, tx, train_step, dataset, frames_lost, clip_length, members, member_graph)
 
