@@ -157,7 +157,7 @@ def optimization_problems(config: ml_collections.ConfigDict) -> Problems:
     knows, sane numbers."""
     import optax
 
-    from sensorium_jax.models.losses import LOSSES
+    from sensorium_jax.models.losses import LOSSES, loss_option_names
     from sensorium_jax.training.schedules import PLATEAU_RULES, learning_rate_schedule, make_optimizer
 
     problems = _number_in(config, "schedule.learning_rate", lambda v: v > 0, "a number > 0")
@@ -176,6 +176,13 @@ def optimization_problems(config: ml_collections.ConfigDict) -> Problems:
     problems += _number_in(config, "optimizer.grad_clip_norm", lambda v: v >= 0, "a number >= 0 (0: no clipping)")
     problems += _number_in(config, "train.ema_decay", lambda v: 0 <= v < 1, "a number with 0 <= ema_decay < 1")
     problems += _one_of(config, "train.loss", tuple(sorted(LOSSES)))
+    if _get(config, "train.loss") in LOSSES:
+        known = loss_option_names(_get(config, "train.loss"))
+        for option in _get(config, "train.loss_options", {}) or {}:
+            if option not in known:
+                problems.append(_problem(f"train.loss_options.{option}", _get(config, f"train.loss_options.{option}"),
+                                         f"an option of loss {_get(config, 'train.loss')!r}: "
+                                         + (", ".join(known) or "it takes none")))
     # The schedule and optimizer factories are the only lists of their names: ask them, with
     # safe numbers, so that a bad number above does not hide a bad name.
     probe_schedule = ml_collections.ConfigDict({"name": _get(config, "schedule.name"), "learning_rate": 1.0,

@@ -459,3 +459,16 @@ def test_remat_keeps_results_and_checkpoints_the_layers(model):
     np.testing.assert_allclose(float(loss_a), float(loss_b), rtol=1e-6)
     for a, b in zip(jax.tree.leaves(grads_a), jax.tree.leaves(grads_b)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+def test_an_ensemble_pads_trials_as_its_members_do():
+    """A ViV1T member predicts whole trials unpadded (`pads_start` False): its ensemble too."""
+    from sensorium_jax.config import load_config
+
+    member = load_config(REPO / "configs" / "viv1t.py", "smoke").model
+    config = default_model_config("ensemble")
+    config.members, config.member = 2, member
+    card = make_card(frame_shape=(36, 64))
+    model = nnx.eval_shape(lambda: build_model(config, card, nnx.Rngs(0)))
+    assert model.pads_start is False and build_model(config.member, card, nnx.Rngs(0)).pads_start is False
+    assert nnx.eval_shape(lambda: build_model(default_model_config("factorized"), card, nnx.Rngs(0))).pads_start

@@ -358,3 +358,16 @@ def test_schedule_and_optimizer_group_fields_are_config_data_and_checked():
         {"readout": {"modules": ("readout",), "learning_rate_scale": 0.75, "weight_decay": 0.1}})
     assert any(p.startswith("optimizer.groups.readout") for p in
                resume_problems(saved, json.loads(grouped.to_json_best_effort())))
+
+
+def test_loss_options_are_checked_against_the_loss():
+    from sensorium_jax.config_checks import config_problems
+    from sensorium_jax.models.losses import loss_option_names
+
+    config = base_config()
+    config.train.loss_options = ml_collections.ConfigDict({"weight": 2.0})
+    assert any(p.startswith("train.loss_options.weight") and "an option of loss 'poisson'" in p
+               for p in config_problems(config))
+    config.train.loss = "poisson_correlation"
+    assert "weight" in loss_option_names("poisson_correlation")
+    assert not [p for p in config_problems(config) if "loss_options" in p]

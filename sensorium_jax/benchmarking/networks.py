@@ -169,7 +169,8 @@ def jax_training(config: ml_collections.ConfigDict, shapes: Shapes, mice: int = 
     import jax
     from flax import nnx
 
-    from sensorium_jax.models import build_model, get_loss
+    from sensorium_jax.models import build_model
+    from sensorium_jax.models.losses import configured_loss
     from sensorium_jax.training.mesh import global_batch, make_data_mesh, replicate
     from sensorium_jax.training.schedules import learning_rate_schedule, make_optimizer
     from sensorium_jax.training.state import create_train_state
@@ -182,7 +183,7 @@ def jax_training(config: ml_collections.ConfigDict, shapes: Shapes, mice: int = 
     tx = make_optimizer(config.optimizer, learning_rate_schedule(config.schedule, int(config.train.steps)))
     graphdef, state = create_train_state(net, tx)
     del net
-    step = make_train_step(graphdef, tx, get_loss(config.train.loss), mesh)
+    step = make_train_step(graphdef, tx, configured_loss(config.train), mesh)
     return JaxTraining(params, step, replicate(state, mesh), global_batch(host_batch(shapes, mice), mesh), card)
 
 

@@ -95,6 +95,10 @@ class OneMember(base.Model):
     def input_canvas(self) -> tuple[int, int] | None:
         return self.members.input_canvas
 
+    @property
+    def pads_start(self) -> bool:
+        return self.members.pads_start
+
     def frames_lost(self) -> int:
         return self.members.frames_lost()
 
@@ -151,6 +155,11 @@ class EnsembleModel(base.Model):
     def input_canvas(self) -> tuple[int, int] | None:
         """The members' (one architecture, so one value)."""
         return self.members.input_canvas
+
+    @property
+    def pads_start(self) -> bool:
+        """The members' (one architecture, so one value)."""
+        return self.members.pads_start
 
     def frames_lost(self) -> int:
         return self.members.frames_lost()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 
 import jax
@@ -121,6 +123,18 @@ def get_loss(name: str) -> LossFn:
     if name not in LOSSES:
         raise KeyError(f"unknown loss {name!r}; known: {', '.join(sorted(LOSSES))}")
     return LOSSES[name]
+
+
+def loss_option_names(name: str) -> tuple[str, ...]:
+    """The options loss `name` takes (`train.loss_options`): its parameters after the four
+    every loss takes (predictions, responses, neuron_mask, frame_mask)."""
+    parameters = list(inspect.signature(get_loss(name)).parameters.values())[4:]
+    return tuple(p.name for p in parameters if p.kind is not inspect.Parameter.VAR_KEYWORD)
+
+
+def configured_loss(train_config) -> LossFn:
+    """`train.loss` with `train.loss_options` bound: the loss the trainer and the bench use."""
+    return functools.partial(get_loss(train_config.loss), **train_config.get("loss_options", {}))
 
 
 LOSS_SCALES = ("mean", "reference")

@@ -24,8 +24,8 @@ from sensorium_jax.data.pipeline import make_sampler, make_train_dataset
 from sensorium_jax.data.card import CARD_FILE
 from sensorium_jax.data.store import Store
 from sensorium_jax.errors import NonFiniteLossError
-from sensorium_jax.models import build_model, ensemble, get_loss
-from sensorium_jax.models.losses import loss_scale
+from sensorium_jax.models import build_model, ensemble
+from sensorium_jax.models.losses import configured_loss, loss_scale
 from sensorium_jax.training import checkpointing
 from sensorium_jax.training.logging_utils import MetricsWriter
 from sensorium_jax.training.mesh import DATA_AXIS, global_batch, make_data_mesh, replicate
@@ -160,7 +160,7 @@ def build_training(config: ml_collections.ConfigDict, store: Store, mesh: jax.sh
     if teacher and not members:  # validate_config refuses a teacher for an ensemble
         options["teacher"] = load_teacher(teacher, store.card(), normalization_mode(store),
                                           float(config.train.distill.ratio))
-    loss = functools.partial(get_loss(config.train.loss), **config.train.get("loss_options", {}))  # options as data
+    loss = configured_loss(config.train)
     if members:
         train_step = make_member_train_step(member_graph, tx, loss, mesh,
                                             seeds=ensemble.member_seeds(config.seed, members), impl=model.kernels,
