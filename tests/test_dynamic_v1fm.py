@@ -1,6 +1,8 @@
 """Dynamic-V1FM: shifted-window attention against a plain per-window loop, the hierarchical
-readout's levels, the schedule, the reference's sizes, learning a driven toy response, and the
-smoke config training, loading and predicting as the trainer does."""
+readout's levels (and its unit-first refinement against the reference's order, gradients
+included), the core's remat against the stored pass, the schedule, the reference's sizes,
+learning a driven toy response, and a small smoke network training, loading and predicting as
+the trainer does (one run shared by the trainer and load tests)."""
 
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ from sensorium_jax.config import load_config
 from sensorium_jax.data.datasets import open_training_store
 from sensorium_jax.models import build_model, count_parameters
 from sensorium_jax.models.hierarchical_readout import HierarchicalGaussianReadout, level_indices
-from sensorium_jax.models.swin3d import WindowAttention3d
+from sensorium_jax.models.readouts import sample_and_weigh
+from sensorium_jax.models.swin3d import SwinCore, WindowAttention3d
 from sensorium_jax.training import checkpointing
 from sensorium_jax.training.logging_utils import read_metrics
 from sensorium_jax.training.loop import build_training, train_and_evaluate
@@ -84,12 +87,17 @@ def direct_window_attention(x, qkv_w, qkv_b, proj_w, proj_b, table, heads, windo
     return out[:, :size[0], :size[1], :size[2]]
 
 
-@pytest.mark.parametrize("size,shift", [((5, 7, 9), (1, 1, 2)), ((5, 7, 9), (0, 0, 0)), ((3, 7, 5), (1, 2, 0))])
-def test_shifted_window_attention_equals_a_direct_loop(size, shift):
-    """Padding (5 -> 6, 7 -> 9, 9 -> 12), the roll, the region mask, the bias table; the last
-    case has a time axis shorter than its window (one window, unshifted) and an unshifted axis."""
+@pytest.mark.parametrize("size,shift,implementation", [((5, 7, 9), (1, 1, 2), "fused"),
+                                                       ((5, 7, 9), (1, 1, 2), "plain"),
+                                                       ((5, 7, 9), (0, 0, 0), "fused"),
+                                                       ((3, 7, 5), (1, 2, 0), "fused")])
+def test_shifted_window_attention_equals_a_direct_loop(size, shift, implementation):
+    """Padding (5 -> 6, 7 -> 9, 9 -> 12), the roll, the region mask, the bias table, through the
+    backend's kernel and the written-out one; the last case has a time axis shorter than its
+    window (one window, unshifted) and an unshifted axis."""
     window, heads, c = (2, 3, 4), 2, 8
-    attention = WindowAttention3d(c, heads, window, shift, dtype=jnp.float32, rngs=nnx.Rngs(0))
+    attention = WindowAttention3d(c, heads, window, shift, dtype=jnp.float32, implementation=implementation,
+                                  rngs=nnx.Rngs(0))
     rng = np.random.default_rng(0)
     for p in (attention.qkv.bias, attention.proj.bias):  # the reference starts them at 0: test them nonzero
         p[...] = jnp.asarray(rng.normal(size=p.shape), jnp.float32)
@@ -143,12 +151,13 @@ def test_levels_fuse_as_the_reference(card):
     over the mouse's neurons and frames ("adaptive")."""
     features = np.random.default_rng(4).normal(size=(2, 3, 3, 4, 8)).astype(np.float32)
     mouse = np.array([0, 1], np.int32)
+    evaluate = nnx.jit(lambda module: module(features, mouse, None, train=False))
     for fusion in ("mean", "adaptive"):
         hgrm = readout(card, (1, 2, 4), fusion)
-        got = np.asarray(hgrm(features, mouse, None, train=False))
+        got = np.asarray(evaluate(hgrm))
         plain = nnx.clone(hgrm.base)
         plain.bias[...] = jnp.zeros_like(plain.bias[...])
-        level1 = np.asarray(plain(features, mouse, None, train=False), np.float64)  # [B, T, Nmax]
+        level1 = np.asarray(evaluate(plain), np.float64)  # [B, T, Nmax]
         for b, m in enumerate(mouse):
             n = card.mice[m].n_neurons
             outs = [level1[b, :, :n]]
@@ -156,7 +165,7 @@ def test_levels_fuse_as_the_reference(card):
                 u = n // k
                 weights = np.asarray(hgrm.level_features[i][...])[m]
                 plain.features[...] = plain.features[...].at[m, :u].set(weights[:u])
-                sampled = np.asarray(plain(features, mouse, None, train=False), np.float64)[b]
+                sampled = np.asarray(evaluate(plain), np.float64)[b]
                 # unit j sits at neuron floor(j N / U) (the same position, other weights)
                 units = np.stack([sampled[:, int(j * n / u)] for j in range(u)], axis=1)
                 refine = hgrm.refine[i]
@@ -176,6 +185,46 @@ def test_levels_fuse_as_the_reference(card):
                 fused = np.einsum("ltn,l->tn", stack, weight)
             expected = fused + np.asarray(hgrm.base.bias[...])[m, :n]
             np.testing.assert_allclose(got[b, :, :n], expected, rtol=1e-4, atol=1e-5)
+
+
+def refined_after_upsampling(hgrm, features, mouse):
+    """The reference's order, eval mode: each level's units upsampled to the neurons, then the
+    scalar MLP on every neuron (the module refines the units, then upsamples)."""
+    base = hgrm.base
+    grid = base.grid(mouse, None, features.shape[1], train=False)
+    outs = [sample_and_weigh(features, grid, base.features[...][mouse], base.neuron_chunk)]
+    for down, up, weights, refine in zip(hgrm.down, hgrm.up, hgrm.level_features, hgrm.refine):
+        level_grid = jnp.take_along_axis(grid, down[...][mouse][:, None, :, None], axis=2)
+        units = sample_and_weigh(features, level_grid, weights[...][mouse], base.neuron_chunk)
+        outs.append(refine(jnp.take_along_axis(units, up[...][mouse][:, None, :], axis=2), mouse))
+    fused = hgrm.fusion(jnp.stack(outs, axis=1), hgrm.neuron_mask[...][mouse], mouse)
+    return fused + base.bias[...][mouse][:, None, :]
+
+
+def test_refining_units_equals_refining_neurons_values_and_gradients(card):
+    """Refining the N / k units before upsampling (k times fewer hidden values) gives the
+    reference's values and the same gradients for every parameter and the feature map."""
+    hgrm = readout(card, (1, 4))
+    rng = np.random.default_rng(5)
+    features = jnp.asarray(rng.normal(size=(2, 3, 3, 4, 8)), jnp.float32)
+    mouse = jnp.asarray([1, 0], jnp.int32)
+    weight = jnp.asarray(rng.normal(size=(2, 3, card.max_neurons)), jnp.float32)
+    graphdef, params, rest = nnx.split(hgrm, nnx.Param, ...)
+
+    def loss(params, features, path):
+        module = nnx.merge(graphdef, params, rest, copy=True)
+        return jnp.sum(path(module, features) * weight)
+
+    paths = {"units": lambda m, f: m(f, mouse, None, train=False),
+             "neurons": lambda m, f: refined_after_upsampling(m, f, mouse)}
+    values = {k: jax.jit(jax.value_and_grad(lambda p, f, path=path: loss(p, f, path), argnums=(0, 1)))(params, features)
+              for k, path in paths.items()}
+    (got, got_grads), (expected, expected_grads) = values["units"], values["neurons"]
+    np.testing.assert_allclose(got, expected, rtol=1e-6)
+    flat_got, flat_expected = jax.tree.leaves(got_grads), jax.tree.leaves(expected_grads)
+    assert len(flat_got) == len(flat_expected) > 8
+    for a, b in zip(flat_got, flat_expected):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_warmup_flat_cosine_schedule():
@@ -228,13 +277,14 @@ def test_frames_and_dtypes(card):
     config.clip_length = 8
     config.core.window = (2, 3, 4)
     config.core.shift = (1, 1, 2)
+    config.core.blocks, config.readout.levels = 1, (1, 2)  # each variant compiles once: keep it small
     batch = make_batch(make_card(n_neurons=(5, 9), frame_shape=(6, 8)), [0, 1, 1], frames=8)
     small_card = make_card(n_neurons=(5, 9), frame_shape=(6, 8))
     outputs = {}
     for rule, dtype, remat in (("last_half", "float32", False), ("repeat", "bfloat16", True)):
         config.temporal_output, config.dtype, config.core.remat = rule, dtype, remat
         model = build_model(config, small_card, nnx.Rngs(0))
-        out = np.asarray(model(batch, train=True))
+        out = np.asarray(nnx.jit(lambda model, batch: model(batch, train=True))(model, batch))
         assert out.shape == (3, model.frames_out(8), 9) and np.all(out > 0) and np.all(np.isfinite(out))
         outputs[rule] = out
     assert outputs["last_half"].shape[1] == 4 and outputs["repeat"].shape[1] == 8
@@ -242,13 +292,41 @@ def test_frames_and_dtypes(card):
         model(make_batch(small_card, [0], frames=10))
 
 
+def test_remat_gives_the_same_values_and_gradients():
+    """The core recomputed in the backward pass (`core.remat`, with its ordering barrier) gives the
+    stored pass's values and gradients for every parameter and the video."""
+    config = load_config(REPO / "configs" / "dynamic_v1fm.py", "smoke").model
+    config.core.window, config.core.shift = (2, 3, 4), (1, 1, 2)
+    core = SwinCore(config.core, 4, dtype=jnp.float32, rngs=nnx.Rngs(0))
+    rng = np.random.default_rng(6)
+    video = jnp.asarray(rng.normal(size=(2, 8, 12, 16, 1)), jnp.float32)
+    behaviour = jnp.asarray(rng.normal(size=(2, 8, 4)), jnp.float32)
+    weight = jnp.asarray(rng.normal(size=(2, 4, 3, 4, 16)), jnp.float32)
+    graphdef, params = nnx.split(core)
+
+    def loss(params, video, remat):
+        module = nnx.merge(graphdef, params)
+        module.remat = remat
+        return jnp.sum(module(video, behaviour) * weight)
+
+    results = [jax.jit(jax.value_and_grad(loss, argnums=(0, 1)), static_argnums=2)(params, video, remat)
+               for remat in (False, True)]
+    (stored, stored_grads), (recomputed, recomputed_grads) = results
+    np.testing.assert_allclose(recomputed, stored, rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(recomputed_grads), jax.tree.leaves(stored_grads), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 def test_learns_the_video_drive_of_driven_batches():
     """The smoke network (every frame from its own token) learns the full-field flicker that
-    drives the toy responses, judged on held-out batches (measured: 0.08 untrained, 0.82 after
-    60 steps; 0.11 with the reference's "last_half" frames, which must route each frame's
-    drive across tokens through attention)."""
+    drives the toy responses, judged on held-out batches. Two readout levels instead of five
+    (the levels have tests of their own; each one costs compile time). Measured: 0.06 untrained,
+    0.67 / 0.69 / 0.71 after 25 / 30 / 40 steps (five levels: 0.62 / 0.77 / 0.78, 0.82 after 60;
+    0.11 after 60 with the reference's "last_half" frames, which must route each frame's drive
+    across tokens through attention)."""
     card = make_card(n_neurons=(5, 9), frame_shape=(12, 16))
     config = load_config(REPO / "configs" / "dynamic_v1fm.py", "smoke").model
+    config.readout.levels = (1, 2)
     model = build_model(config, card, nnx.Rngs(0))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     tx = optax.adamw(5e-3)
@@ -268,10 +346,10 @@ def test_learns_the_video_drive_of_driven_batches():
 
     predict = jax.jit(lambda params, rest, batch: forward(graphdef, params, rest, batch, False)[0])
     before = held_out_correlation(lambda b: predict(params, rest, b), card, frames, batches=8)
-    for i in range(60):
+    for i in range(30):
         params, rest, opt_state, _ = step(params, rest, opt_state, driven_batch(card, [0, 1, 1], frames, seed=i))
     after = held_out_correlation(lambda b: predict(params, rest, b), card, frames, batches=8)
-    assert after > before + 0.4 and after > 0.6, (before, after)
+    assert after > before + 0.4 and after > 0.55, (before, after)
 
 
 def forward(graphdef, params, rest, batch, train):
@@ -290,18 +368,21 @@ def trained(tiny_store, tmp_path_factory):
     config = load_config(REPO / "configs" / "dynamic_v1fm.py", "smoke")
     config.data.store = str(tiny_store)
     config.train.steps = STEPS
-    config.train.eval_every = STEPS // 2
+    config.train.eval_every = STEPS  # validations at 0 and STEPS: each pass over the tiny preset costs seconds
+    # what is checked is plumbing (checkpoints, validation, load), not learning: one block and two
+    # levels compile in a fraction of the smoke network's time
+    config.model.core.blocks, config.model.readout.levels = 1, (1, 2)
     workdir = tmp_path_factory.mktemp("dynamic_v1fm")
     return config, workdir, train_and_evaluate(config, workdir)
 
 
-STEPS = 20
+STEPS = 2
 
 
 def test_trainer_runs_and_validates(trained):
     config, workdir, summary = trained
     validations = read_metrics(workdir, "validation")
-    assert [v["step"] for v in validations] == [0, STEPS // 2, STEPS]
+    assert [v["step"] for v in validations] == [0, STEPS]
     assert all(np.isfinite(v["validation_correlation"]) for v in validations)
     assert np.isfinite(summary.best_validation_correlation)
 

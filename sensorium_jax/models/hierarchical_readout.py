@@ -7,10 +7,11 @@ feature map at the (sampled, shifted) position of neuron floor(j * N / (N // k))
 of its own (nearest interpolation of the neuron axis, as `F.interpolate(mode="nearest")`);
 neuron n then takes unit floor(n * (N // k) / N) of each level, through a per-mouse scalar
 MLP (1 -> hidden_k, ELU, -> 1 without bias; hidden 32 / 64 / 128 / 256 for levels 2 / 4 / 8 /
-16, i.e. 16 k). Level 1 is the plain Gaussian readout of `readouts.GaussianReadout`. The levels
-are fused per neuron by their mean ("mean") or by weights from a per-mouse squeeze-excitation
-over levels ("adaptive": each level's mean over frames and the mouse's neurons -> L -> ReLU ->
-L -> sigmoid), then the neuron's bias is added.
+16, i.e. 16 k; applied here to the units before upsampling, which gives the reference's
+values with k times fewer hidden values). Level 1 is the plain Gaussian readout of
+`readouts.GaussianReadout`. The levels are fused per neuron by their mean ("mean") or by
+weights from a per-mouse squeeze-excitation over levels ("adaptive": each level's mean over
+frames and the mouse's neurons -> L -> ReLU -> L -> sigmoid), then the neuron's bias is added.
 
 Deviation: the reference's adaptive pooling averages over all its neurons; with all mice
 stacked here it averages over the mouse's real neurons (padding excluded), which is the same
@@ -57,9 +58,8 @@ class LevelRefine(nnx.Module):
         self.w2 = nnx.Param(uniform(1.0 / np.sqrt(hidden))(rngs.params(), (n_mice, hidden)))
 
     def __call__(self, x: jax.Array, mouse: jax.Array) -> jax.Array:
-        """x [B, T, N] -> [B, T, N]. The hidden [B, T, N, hidden] values (256 per entry at level
-        16: ~4 GB for 32 clips x 15 frames x 8,000 neurons) are recomputed in the backward
-        pass instead of stored."""
+        """x [B, T, U] -> [B, T, U], entry by entry. The hidden [B, T, U, hidden] values are
+        recomputed in the backward pass instead of stored."""
         w1, b1, w2 = (p[...][mouse][:, None, None, :] for p in (self.w1, self.b1, self.w2))
         return jax.checkpoint(refine)(x, w1, b1, w2)
 
@@ -124,35 +124,20 @@ class HierarchicalGaussianReadout(nnx.Module):
     def regularizer(self) -> jax.Array:
         return self.base.regularizer()
 
-    def grid(self, mouse: jax.Array, shift: jax.Array | None, frames: int, *, train: bool) -> jax.Array:
-        """[B, T, Nmax, 2] positions read this call: mu, plus sigma @ noise in training (clipped
-        to the map), plus the shift; the same draws `GaussianReadout.__call__` makes."""
-        base = self.base
-        mu = base.positions()[mouse]  # [B, N, 2]
-        grid = jnp.broadcast_to(mu[:, None], (mu.shape[0], frames, *mu.shape[1:]))
-        if train:
-            eps = jax.random.normal(base.rngs(), grid.shape, jnp.float32)
-            sigma = base.sigma[...][mouse]
-            if base.full_sigma:
-                grid = grid + jnp.einsum("bnij,btnj->btni", sigma, eps)
-            else:
-                grid = grid + sigma[:, None] * eps
-            grid = jnp.clip(grid, -1.0, 1.0)
-        if shift is not None:
-            grid = grid + shift[:, :, None, :]
-        return grid
-
     def __call__(self, features: jax.Array, mouse: jax.Array, shift: jax.Array | None = None, *,
                  train: bool) -> jax.Array:
         """features [B, T, H, W, C], mouse [B], shift [B, T, 2] -> pre-activation [B, T, Nmax]."""
         base = self.base
         features = features.astype(jnp.float32)
-        grid = self.grid(mouse, shift, features.shape[1], train=train)
+        grid = base.grid(mouse, shift, features.shape[1], train=train)  # every level reads these
         outs = [sample_and_weigh(features, grid, base.features[...][mouse], base.neuron_chunk)]
         for down, up, weights, refine in zip(self.down, self.up, self.level_features, self.refine):
             level_grid = jnp.take_along_axis(grid, down[...][mouse][:, None, :, None], axis=2)
             units = sample_and_weigh(features, level_grid, weights[...][mouse], base.neuron_chunk)  # [B, T, U]
-            outs.append(refine(jnp.take_along_axis(units, up[...][mouse][:, None, :], axis=2), mouse))
+            # The reference refines the upsampled [B, T, N]; the scalar MLP acts entry by entry,
+            # so refining the U units first and then upsampling gives the same values with k
+            # times fewer hidden values ([B, T, N, 16] per level instead of [B, T, N, 16 k]).
+            outs.append(jnp.take_along_axis(refine(units, mouse), up[...][mouse][:, None, :], axis=2))
         if len(outs) == 1:
             fused = outs[0]
         elif self.fusion is None:

@@ -52,6 +52,17 @@ def uniform(limit: float) -> Initializer:
     return init
 
 
+def truncated_normal(std: float) -> Initializer:
+    """Normal(0, std) with values beyond +-2 std clipped to +-2 std (clipped, not redrawn, so it
+    shares `_draw`'s few random kernels). For the reference's `trunc_normal_(std=0.02)`, whose
+    cut at +-2 absolute is a plain normal in effect: the clip only bounds rare outliers."""
+
+    def init(key: jax.Array, shape: Sequence[int], dtype: jnp.dtype = jnp.float32) -> jax.Array:
+        return jnp.clip(_draw(key, shape, std, "normal"), -2 * std, 2 * std).astype(dtype)
+
+    return init
+
+
 def xavier_normal(gain: float = 1.0) -> Initializer:
     """Glorot/Xavier normal for a convolution kernel laid out (*receptive, in, out) or a dense
     (in, out): std = gain * sqrt(2 / (fan_in + fan_out)), both fans counting the receptive

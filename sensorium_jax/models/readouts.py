@@ -178,18 +178,12 @@ class GaussianReadout(nnx.Module):
         mask = np.arange(n_max)[None, :] < np.asarray(self.n_neurons)[:, None]
         return self.gamma_readout * regularizers.feature_l1(self.features[...], mask)
 
-    def __call__(
-        self,
-        features: jax.Array,
-        mouse: jax.Array,
-        shift: jax.Array | None = None,
-        *,
-        train: bool,
-    ) -> jax.Array:
-        """features [B, T, H, W, C], mouse [B], shift [B, T, 2] -> pre-activation [B, T, Nmax]."""
-        b, t = features.shape[:2]
+    def grid(self, mouse: jax.Array, shift: jax.Array | None, frames: int, *, train: bool) -> jax.Array:
+        """[B, frames, Nmax, 2] positions one call reads: mu, plus sigma @ noise in training
+        (clipped to the map), plus the shift. Its own method so that readouts built on this one
+        (`hierarchical_readout`) read at the same positions with the same draws."""
         mu = self.positions()[mouse]  # [B, N, 2]
-        grid = jnp.broadcast_to(mu[:, None], (b, t, *mu.shape[1:]))
+        grid = jnp.broadcast_to(mu[:, None], (mu.shape[0], frames, *mu.shape[1:]))
         if train:
             eps = jax.random.normal(self.rngs(), grid.shape, jnp.float32)
             sigma = self.sigma[...][mouse]
@@ -200,6 +194,18 @@ class GaussianReadout(nnx.Module):
             grid = jnp.clip(grid, -1.0, 1.0)
         if shift is not None:
             grid = grid + shift[:, :, None, :]
+        return grid
+
+    def __call__(
+        self,
+        features: jax.Array,
+        mouse: jax.Array,
+        shift: jax.Array | None = None,
+        *,
+        train: bool,
+    ) -> jax.Array:
+        """features [B, T, H, W, C], mouse [B], shift [B, T, 2] -> pre-activation [B, T, Nmax]."""
+        grid = self.grid(mouse, shift, features.shape[1], train=train)
         weights = self.features[...][mouse]  # [B, N, C]
         out = sample_and_weigh(features.astype(jnp.float32), grid, weights, self.neuron_chunk)
         return out + self.bias[...][mouse][:, None, :]

@@ -17,26 +17,17 @@ tokens are not masked (they enter as keys with the qkv bias only), as in the ref
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from sensorium_jax.models.initializers import _draw, uniform
+from sensorium_jax.models.attention import Implementation, attention
+from sensorium_jax.models.initializers import truncated_normal, uniform
 
 Size3 = tuple[int, int, int]
-
-
-def trunc_normal(std: float):
-    """Normal(0, std) cut at +-2 std: the reference's `trunc_normal_(std=0.02)` for linear layers
-    and the bias table (torch cuts at +-2 absolute, which at std 0.02 cuts nothing measurable)."""
-
-    def init(key: jax.Array, shape: Sequence[int], dtype: jnp.dtype = jnp.float32) -> jax.Array:
-        return jnp.clip(_draw(key, shape, std, "normal"), -2 * std, 2 * std).astype(dtype)
-
-    return init
 
 
 def torch_default(fan_in: int):
@@ -109,11 +100,13 @@ class WindowAttention3d(nnx.Module):
     """Multi-head self-attention inside 3D windows, shifted or not, with a learned relative
     position bias per head ((2Wt-1)(2Wh-1)(2Ww-1) entries)."""
 
-    def __init__(self, dim: int, heads: int, window: Size3, shift: Size3, *, dtype: jnp.dtype, rngs: nnx.Rngs):
+    def __init__(self, dim: int, heads: int, window: Size3, shift: Size3, *, dtype: jnp.dtype,
+                 implementation: Implementation = "fused", rngs: nnx.Rngs):
         if dim % heads:
             raise ValueError(f"{dim} channels do not split into {heads} heads")
         self.heads, self.window, self.shift, self.dtype = heads, tuple(window), tuple(shift), dtype
-        init = trunc_normal(0.02)
+        self.implementation = implementation  # of `attention.attention`
+        init = truncated_normal(0.02)  # the reference's linear layers and bias table
         zeros = nnx.initializers.zeros_init()
         self.qkv = nnx.Linear(dim, 3 * dim, kernel_init=init, bias_init=zeros, dtype=dtype, rngs=rngs)
         self.proj = nnx.Linear(dim, dim, kernel_init=init, bias_init=zeros, dtype=dtype, rngs=rngs)
@@ -140,12 +133,13 @@ class WindowAttention3d(nnx.Module):
         bias = self.position_bias(window)[None].astype(q.dtype)  # [1, heads, V, V]
         if shifted:
             mask = jnp.asarray(shift_mask(size, window, shift))[:, None, None]  # [nW, 1, 1, V, V]
-            attend = jax.vmap(lambda q, k, v, m: jax.nn.dot_product_attention(q, k, v, bias, m),
+            # over windows, so each window's mask is not copied for every clip
+            attend = jax.vmap(lambda q, k, v, m: attention(q, k, v, bias, m, implementation=self.implementation),
                               in_axes=(1, 1, 1, 0), out_axes=1)
             out = attend(q, k, v, mask)
         else:
             flat = lambda a: a.reshape(b * n_windows, volume, self.heads, -1)  # noqa: E731
-            out = jax.nn.dot_product_attention(flat(q), flat(k), flat(v), bias).reshape(q.shape)
+            out = attention(flat(q), flat(k), flat(v), bias, implementation=self.implementation).reshape(q.shape)
         out = self.proj(out.reshape(b, n_windows, volume, c))
         x = window_reverse(out, window, size)
         if shifted:
@@ -157,7 +151,7 @@ class SwiGLUMlp(nnx.Module):
     """Linear to 2 x hidden, SiLU(gate) * x, a depthwise 3x3x3 convolution with GELU, linear back."""
 
     def __init__(self, dim: int, hidden: int, *, dtype: jnp.dtype, rngs: nnx.Rngs):
-        init, zeros = trunc_normal(0.02), nnx.initializers.zeros_init()
+        init, zeros = truncated_normal(0.02), nnx.initializers.zeros_init()
         self.dtype = dtype
         self.expand = nnx.Linear(dim, 2 * hidden, kernel_init=init, bias_init=zeros, dtype=dtype, rngs=rngs)
         conv_init = torch_default(27)  # the convolution keeps torch's default (fan_in 1 x 3 x 3 x 3)
@@ -179,7 +173,7 @@ class BehaviourMlp(nnx.Module):
     def __init__(self, inputs: int, dim: int, frames_per_token: int, *, dtype: jnp.dtype, rngs: nnx.Rngs):
         if dim % frames_per_token:
             raise ValueError(f"{dim} channels do not split over {frames_per_token} frames per token")
-        init, zeros = trunc_normal(0.02), nnx.initializers.zeros_init()
+        init, zeros = truncated_normal(0.02), nnx.initializers.zeros_init()
         self.frames_per_token, self.dtype = frames_per_token, dtype
         self.hidden = nnx.Linear(inputs, dim // 2, kernel_init=init, bias_init=zeros, dtype=dtype, rngs=rngs)
         self.out = nnx.Linear(dim // 2, dim // frames_per_token, kernel_init=init, bias_init=zeros, dtype=dtype,
@@ -199,8 +193,9 @@ class SwinBlock(nnx.Module):
     code has none inside its blocks (only after the patch embedding)."""
 
     def __init__(self, dim: int, heads: int, hidden: int, window: Size3, shift: Size3, behaviour_inputs: int,
-                 frames_per_token: int, *, pre_norm: bool, dtype: jnp.dtype, rngs: nnx.Rngs):
-        self.attention = WindowAttention3d(dim, heads, window, shift, dtype=dtype, rngs=rngs)
+                 frames_per_token: int, *, pre_norm: bool, dtype: jnp.dtype, attention: Implementation = "fused",
+                 rngs: nnx.Rngs):
+        self.attention = WindowAttention3d(dim, heads, window, shift, dtype=dtype, implementation=attention, rngs=rngs)
         self.mlp = SwiGLUMlp(dim, hidden, dtype=dtype, rngs=rngs)
         self.behaviour = (BehaviourMlp(behaviour_inputs, dim, frames_per_token, dtype=dtype, rngs=rngs)
                           if behaviour_inputs else None)
@@ -259,7 +254,7 @@ class SwinCore(nnx.Module):
         self.blocks = nnx.List([
             SwinBlock(dim, int(config.heads), int(config.mlp_hidden), window,
                       shift if is_shifted(config.shifted_blocks, i) else no_shift, behaviour_inputs, patch[0],
-                      pre_norm=bool(config.pre_norm), dtype=dtype, rngs=rngs)
+                      pre_norm=bool(config.pre_norm), dtype=dtype, attention=config.attention, rngs=rngs)
             for i in range(int(config.blocks))
         ])
         self.out_channels = dim
@@ -285,8 +280,40 @@ def is_shifted(rule: str, index: int) -> bool:
 
 def run_block(block: SwinBlock, x: jax.Array, behaviour: jax.Array | None, remat: bool) -> jax.Array:
     """`block(x, behaviour)`, its activations recomputed in the backward pass when `remat` (the
-    [windows, heads, V, V] attention maps dominate the memory of a step)."""
+    [windows, heads, V, V] attention maps and the MLP's hidden maps dominate a step's memory)."""
     if not remat:
         return block(x, behaviour)
-    return nnx.remat(lambda module, x, behaviour: module(x, behaviour))(block, x, behaviour)
+    graphdef, state = nnx.split(block)
+    return recompute_in_backward(lambda state, x, behaviour: nnx.merge(graphdef, state)(x, behaviour))(
+        state, x, behaviour)
 
+
+def recompute_in_backward(fn: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
+    """`fn(params, x, *rest)` (pure, differentiable in all its arguments) storing only its
+    arguments for the backward pass, which recomputes it once the output's cotangent exists.
+
+    Why not `jax.checkpoint` / `nnx.remat`: they only keep the recomputation from being merged
+    with the forward pass (an `optimization_barrier`, which XLA:CPU removes before scheduling);
+    nothing makes it wait for the cotangent, so XLA ran every block's recomputation right after
+    the forward pass and all blocks' attention maps were live at once: remat saved nothing
+    (compiled step at competition scale: 66 GiB of temporaries with it, 64 GiB without). Here
+    the recomputation reads x + 0 * (one entry of the cotangent), a data dependency no
+    scheduler can reorder, so block i is recomputed only after block i + 1's backward pass and
+    one block's activations are live at a time. (A non-finite cotangent makes the block's
+    gradients non-finite either way.)
+    """
+
+    @jax.custom_vjp
+    def run(params, x, *rest):
+        return fn(params, x, *rest)
+
+    def forward(params, x, *rest):
+        return fn(params, x, *rest), (params, x, *rest)
+
+    def backward(saved, cotangent):
+        params, x, *rest = saved
+        x = x + (0 * jnp.ravel(cotangent)[0]).astype(x.dtype)
+        return jax.vjp(fn, params, x, *rest)[1](cotangent)
+
+    run.defvjp(forward, backward)
+    return run
