@@ -213,3 +213,19 @@ def test_bench_times_static_inference_on_images():
     config = load_config(CONFIG, "ln_smoke")
     result = measure_inference_on_card(config, static_card(), rounds=1, trials_per_call=4)
     assert result["output_shape"] == [4, 5] and result["trials_per_second"] > 0
+
+
+def test_layer_outputs_unfold_a_per_frame_core_for_the_atlas():
+    """The atlas probes a static model's core on steady clips: its per-frame maps come back
+    as [B, T, H, W, C], not dropped for their folded leading axis."""
+    from sensorium_jax.inference.predictor import Predictor
+
+    card = static_card()
+    config = load_config(CONFIG, "ln_smoke")
+    model = build_model(config.model, card, nnx.Rngs(0))
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    predictor = Predictor(config, card, params, rest, graphdef, source="test")
+    video = np.random.default_rng(0).uniform(0, 255, (2, 3, *card.frame_shape)).astype(np.float32)
+    inputs = predictor.normalize_inputs(video, np.zeros((2, 3, 3), np.float32), np.zeros((2, 3, 2), np.float32), 0)
+    outputs = predictor.layer_outputs(predictor.variables, inputs)
+    assert outputs["core"].shape[:2] == (2, 3) and outputs["core"].ndim == 5

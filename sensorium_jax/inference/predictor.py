@@ -85,19 +85,26 @@ class Predictor:
         """Pure: every submodule's output in one eval-mode `apply`, by module path
         (`core.layers.0`, `core`, `readout`, ...), for probing inner layers (the atlas, in-silico
         work). Only the model's own call runs, so any model of the contract has them; outputs
-        without the batch as leading axis (positions, sizes) are left out."""
+        without the batch as leading axis (positions, sizes) are left out; outputs of a core
+        that folds the frames into the batch ([B * T, ...], per-frame 2D cores) are unfolded to
+        [B, T, ...]."""
         model = self._model(variables, copy=True)
         batch = {key: inputs[key] for key in INPUT_KEYS}
         _, captured = nnx.capture(lambda m, b: m(b, train=False), nnx.Intermediate,
                                   method_outputs=nnx.Intermediate)(model, batch)
-        size = jnp.shape(inputs["video"])[0]
+        size, frames = jnp.shape(inputs["video"])[:2]
         outputs = {}
         for path, value in nnx.to_flat_state(captured):
             if path[-1] != "__call__":
                 continue
+            name = ".".join(map(str, path[:-1])) or "output"
             for array in jax.tree.leaves(value.get_value()):
-                if jnp.ndim(array) >= 2 and jnp.shape(array)[0] == size:
-                    outputs[".".join(map(str, path[:-1])) or "output"] = array
+                if jnp.ndim(array) < 2:
+                    continue
+                if jnp.shape(array)[0] == size:
+                    outputs[name] = array
+                elif frames > 1 and jnp.shape(array)[0] == size * frames:
+                    outputs[name] = jnp.reshape(array, (size, frames, *jnp.shape(array)[1:]))
         return outputs
 
     def normalize_inputs(self, video: Any, behavior: Any, pupil_center: Any, mouse: str | int) -> Inputs:
