@@ -18,20 +18,15 @@ import pytest
 from flax import nnx
 from test_models import driven_batch, held_out_correlation, make_batch, make_card
 
-import sensorium_jax
 from sensorium_jax.config import load_config
-from sensorium_jax.data.datasets import open_training_store
 from sensorium_jax.models import build_model, count_parameters
 from sensorium_jax.models.hierarchical_readout import HierarchicalGaussianReadout, level_indices
 from sensorium_jax.models.readouts import sample_and_weigh
 from sensorium_jax.models.swin3d import SwinCore, WindowAttention3d
-from sensorium_jax.training import checkpointing
 from sensorium_jax.training.logging_utils import read_metrics
-from sensorium_jax.training.loop import build_training, train_and_evaluate
-from sensorium_jax.training.mesh import make_data_mesh
+from sensorium_jax.training.loop import train_and_evaluate
 from sensorium_jax.training.schedules import learning_rate_schedule
-from sensorium_jax.training.steps import make_predict_step
-from sensorium_jax.training.validation import predict_tier
+from trained_runs import trainer_oracle_batch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -389,19 +384,7 @@ def test_trainer_runs_and_validates(trained):
 
 def test_load_and_predict_equal_the_trainer(trained):
     config, workdir, _ = trained
-    model = sensorium_jax.load(workdir)
-    store = open_training_store(model.config.data)
-    mouse = store.mice[0]
-    mesh = make_data_mesh()
-    setup = build_training(config, store, mesh)
-    checkpoints = checkpointing.Checkpoints(workdir)
-    state, _ = checkpoints.restore(checkpointing.BEST, setup.state)
-    checkpoints.close()
-    predict = make_predict_step(setup.graphdef, mesh)
-    batch, trainer = next(predict_tier(
-        lambda b: predict(state.inference_params, state.rest, b), store, mouse, "oracle", 4, mesh,
-        frames_lost=setup.frames_lost, clip_length=setup.clip_length,
-    ))
+    model, store, mouse, batch, trainer = trainer_oracle_batch(config, workdir)
     length = int(batch["frame_mask"][0].sum())
     norm = store.normalization(mouse).window(0, length)
     video, behavior, pupil = batch["video"][0, :length, ..., 0], batch["behavior"][0, :length], \
@@ -414,6 +397,6 @@ def test_load_and_predict_equal_the_trainer(trained):
     predicted = model.predict(video, behavior, pupil, mouse=mouse, raw_units=True)
     assert predicted.shape == (length, n) and np.all(predicted > 0)
     trainer = trainer[0, :length, :n] * (norm.response_scale if norm.applied else 1.0)
-    lost = setup.frames_lost
+    lost = model.frames_lost
     assert lost == 0  # the smoke config predicts every frame from its own token ("repeat")
     np.testing.assert_allclose(predicted[lost:], trainer[lost:], rtol=2e-4, atol=2e-5)

@@ -19,7 +19,6 @@ import optax
 import pytest
 from flax import nnx
 
-import sensorium_jax
 from sensorium_jax.config import load_config
 from sensorium_jax.models import build_model, count_parameters, default_model_config
 from sensorium_jax.models.attention import attention, plain_attention
@@ -27,6 +26,7 @@ from sensorium_jax.models.losses import LOSSES, correlation_term, poisson_correl
 from sensorium_jax.models.viv1t_blocks import ParallelBlock, Tokenizer
 from sensorium_jax.training.schedules import make_optimizer
 from test_models import make_batch, make_card
+from trained_runs import trainer_oracle_batch
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP, H, W = 8, 12, 16
@@ -276,27 +276,8 @@ def test_load_predicts_what_the_trainer_predicted(trained):
     ViV1T does not pad the start (`pads_start` False): a steady screen before the trial would
     move the learned temporal positions and give the non-causal temporal attention other frames,
     so `predict` leaves the first `frames_lost` frames NaN, as the trainer's validation does."""
-    from sensorium_jax.data.datasets import open_training_store
-    from sensorium_jax.training import checkpointing
-    from sensorium_jax.training.loop import build_training
-    from sensorium_jax.training.mesh import make_data_mesh
-    from sensorium_jax.training.steps import make_predict_step
-    from sensorium_jax.training.validation import predict_tier
-
     config, workdir, _ = trained
-    model = sensorium_jax.load(workdir)
-    store = open_training_store(model.config.data)
-    mouse = store.mice[0]
-    mesh = make_data_mesh()
-    setup = build_training(config, store, mesh)
-    checkpoints = checkpointing.Checkpoints(workdir)
-    state, _ = checkpoints.restore(checkpointing.BEST, setup.state)
-    checkpoints.close()
-    predict = make_predict_step(setup.graphdef, mesh)
-    batch, trainer = next(predict_tier(
-        lambda b: predict(state.inference_params, state.rest, b), store, mouse, "oracle", 4, mesh,
-        frames_lost=setup.frames_lost, clip_length=setup.clip_length,
-    ))
+    model, store, mouse, batch, trainer = trainer_oracle_batch(config, workdir)
     length = int(batch["frame_mask"][0].sum())
     assert length == batch["video"].shape[1]  # an unpadded trial: the same input both ways
     norm = store.normalization(mouse).window(0, length)
@@ -306,7 +287,7 @@ def test_load_predicts_what_the_trainer_predicted(trained):
         behavior = behavior * norm.behavior_scale
         pupil = pupil * norm.pupil_std + norm.pupil_mean
     n = store.meta(mouse).n_neurons
-    lost = setup.frames_lost
+    lost = model.frames_lost
     assert lost == config.model.tokenizer.temporal_patch - 1 and not model.pads_start
     predicted = model.predict(video, behavior, pupil, mouse)  # [T, N], normalized units as the trainer's
     assert predicted.shape == (length, n) and np.all(np.isnan(predicted[:lost]))

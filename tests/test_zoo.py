@@ -15,17 +15,13 @@ from flax import nnx
 
 import sensorium_jax
 from sensorium_jax.config import load_config
-from sensorium_jax.data.datasets import open_training_store
 from sensorium_jax.data.store import open_store
 from sensorium_jax.errors import InputDataError
 from sensorium_jax.models import build_model
-from sensorium_jax.training import checkpointing
 from sensorium_jax.training.logging_utils import read_metrics
-from sensorium_jax.training.loop import build_training, train_and_evaluate
-from sensorium_jax.training.mesh import make_data_mesh
+from sensorium_jax.training.loop import train_and_evaluate
 from sensorium_jax.training.state import uses_ema
-from sensorium_jax.training.steps import make_predict_step
-from sensorium_jax.training.validation import predict_tier
+from trained_runs import trainer_oracle_batch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,19 +69,7 @@ def test_evaluate_and_load_agree_with_the_trainer(trained, tiny_store, tmp_path)
     assert oracle["single_trial_correlation"] == pytest.approx(summary.best_validation_correlation, abs=2e-3)
     assert json.loads((out / "report.json").read_text())["pooled"]["oracle"]["neurons"] > 0
 
-    model = sensorium_jax.load(workdir)
-    store = open_training_store(model.config.data)  # normalized as the run was
-    mouse = store.mice[0]
-    mesh = make_data_mesh()
-    setup = build_training(config, store, mesh)
-    checkpoints = checkpointing.Checkpoints(workdir)
-    state, _ = checkpoints.restore(checkpointing.BEST, setup.state)
-    checkpoints.close()
-    predict = make_predict_step(setup.graphdef, mesh)
-    batch, trainer = next(predict_tier(
-        lambda b: predict(state.inference_params, state.rest, b), store, mouse, "oracle", 4, mesh,
-        frames_lost=setup.frames_lost, clip_length=setup.clip_length,
-    ))
+    model, store, mouse, batch, trainer = trainer_oracle_batch(config, workdir)
     length = int(batch["frame_mask"][0].sum())
     norm = store.normalization(mouse).window(0, length)  # the run's own constants
     video, behavior, pupil = batch["video"][0, :length, ..., 0], batch["behavior"][0, :length], \
@@ -98,7 +82,7 @@ def test_evaluate_and_load_agree_with_the_trainer(trained, tiny_store, tmp_path)
     predicted = model.predict(video, behavior, pupil, mouse=mouse, raw_units=True)
     assert predicted.shape == (length, n) and np.all(predicted > 0)
     trainer = trainer[0, :length, :n] * (norm.response_scale if norm.applied else 1.0)
-    lost = setup.frames_lost
+    lost = model.frames_lost
     np.testing.assert_allclose(predicted[lost:], trainer[lost:], rtol=2e-4, atol=2e-5)
 
 
