@@ -24,6 +24,7 @@ import ml_collections
 
 from sensorium_jax.config import base_config
 from sensorium_jax.models import default_model_config
+from sensorium_jax.recipes import zoo_small_budget
 
 VARIANTS = ("", "small", "smoke")
 
@@ -60,7 +61,7 @@ def competition() -> ml_collections.ConfigDict:
 
 def small(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """The zoo's CPU budget: 400 steps of 12 clips of 32 frames of the `small` preset."""
-    config.data.synthetic_preset = "small"
+    config = zoo_small_budget(config)
     model = config.model
     model.clip_length = 32
     # Every frame from its own token: the reference's "last_half" (token j predicts frame
@@ -79,11 +80,6 @@ def small(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.schedule.learning_rate = 2e-3
     config.schedule.warmup_steps = 50
     config.schedule.end_learning_rate = 2e-5
-    config.train.max_epochs = 0
-    config.train.eval_every_epochs = 0
-    config.train.steps = 400
-    config.train.eval_every = 100
-    config.train.log_every = 20
     return config
 
 

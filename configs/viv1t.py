@@ -35,6 +35,7 @@ import ml_collections
 
 from sensorium_jax.config import base_config
 from sensorium_jax.models import default_model_config
+from sensorium_jax.recipes import zoo_small_budget
 
 VARIANTS = ("", "small", "smoke")
 CORE_LEARNING_RATE = 0.0048  # table 3
@@ -91,8 +92,7 @@ def competition() -> ml_collections.ConfigDict:
 
 def small(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     """CPU-sized: the zoo's data and budget, a narrow two-plus-two-block ViV1T."""
-    config.data.synthetic_preset = "small"
-    config.data.clip_length = 32
+    config = zoo_small_budget(config)
     config.data.clips_per_mouse = 4  # 12 clips: the small preset has 3 mice
     config.data.mouse_sampling = "all"
     config.train.loss_scale = "mean"
@@ -120,11 +120,6 @@ def small(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     config.schedule.warmup_steps = 50
     config.schedule.end_learning_rate = CORE_LEARNING_RATE / 10
     config.schedule.restore_best = False
-    config.train.max_epochs = 0
-    config.train.eval_every_epochs = 0
-    config.train.steps = 400
-    config.train.eval_every = 100
-    config.train.log_every = 20
     return config
 
 

@@ -14,8 +14,8 @@ pooling, 8-16 channel cores); the ensemble stacks 3 copies of the factorized mod
 
 from sensorium_jax.config import base_config
 from sensorium_jax.models import default_model_config
+from sensorium_jax.recipes import zoo_small_budget
 
-STEPS = 400
 CLIPS = 12
 MODELS = ("factorized", "gru", "dwiseneuro", "ensemble")
 
@@ -62,17 +62,12 @@ def dwiseneuro_model():
 def get_config(model: str = "factorized"):
     if model not in MODELS:
         raise ValueError(f"configs/zoo_small.py:<model> takes one of {', '.join(MODELS)}, got {model!r}")
-    config = base_config()
-    config.data.synthetic_preset = "small"
-    config.data.clip_length = 32
+    config = zoo_small_budget(base_config())
     config.data.clips_per_mouse = CLIPS // 3  # the small preset has 3 mice
     config.schedule.name = "warmup_cosine"
     config.schedule.learning_rate = 5e-3
     config.schedule.warmup_steps = 50
     config.schedule.end_learning_rate = 5e-4
-    config.train.steps = STEPS
-    config.train.eval_every = 100
-    config.train.log_every = 20
     if model == "factorized":
         config.model = factorized_member()
     elif model == "gru":

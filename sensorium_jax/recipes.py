@@ -36,3 +36,19 @@ def sensorium2023_trainer(config: ml_collections.ConfigDict) -> ml_collections.C
     config.train.steps = 200_000  # bounds only: the epochs above decide
     config.train.eval_every = 1000
     return config
+
+
+ZOO_SMALL_STEPS = 400  # the README's small-preset table: every model trains this many steps
+
+
+def zoo_small_budget(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+    """The small-preset table's budget, the same for every model: 400 steps of 32-frame clips of
+    the `small` synthetic preset (12 per step), validated every 100 steps. Returns `config`."""
+    config.data.synthetic_preset = "small"
+    config.data.clip_length = 32
+    config.train.max_epochs = 0
+    config.train.eval_every_epochs = 0
+    config.train.steps = ZOO_SMALL_STEPS
+    config.train.eval_every = 100
+    config.train.log_every = 20
+    return config
