@@ -15,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -327,3 +328,29 @@ def test_a_checkpoint_of_another_layout_is_refused_in_one_line_and_kept(tiny_sto
     checkpoints.close()
     assert checkpointing.Checkpoints(workdir).latest.all_steps() == steps_before
     assert not (workdir / "checkpoints" / checkpointing.DAMAGED).exists()
+
+
+def test_abandoned_reads_ending_in_other_threads_print_nothing_and_other_errors_still_print():
+    """A finished read of the damaged checkpoint hands its result to the closed event loop from
+    a reader thread: through a concurrent.futures callback (logged) or the thread's own
+    exception (threading.excepthook). Neither may print a traceback; another error still does."""
+    script = textwrap.dedent("""
+        import concurrent.futures, threading
+        from sensorium_jax.training.checkpointing import ignore_abandoned_reads
+
+        def closed_loop(*_):
+            raise RuntimeError("Event loop is closed")
+
+        ignore_abandoned_reads()
+        future = concurrent.futures.Future()
+        future.add_done_callback(closed_loop)
+        future.set_result(None)
+        for target in (closed_loop, lambda: (_ for _ in ()).throw(ValueError("another error"))):
+            thread = threading.Thread(target=target)
+            thread.start()
+            thread.join()
+    """)
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "Event loop is closed" not in result.stderr
+    assert "ValueError: another error" in result.stderr

@@ -17,6 +17,7 @@ import json
 import logging
 import shutil
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -225,10 +226,18 @@ def ignore_abandoned_reads() -> None:
 
     hook.ignores_abandoned_reads = True  # type: ignore[attr-defined]
     sys.unraisablehook = hook
+    previous_thread_hook = threading.excepthook
+
+    def thread_hook(args: Any) -> None:
+        if not _is_abandoned_read(args.exc_value):
+            previous_thread_hook(args)
+
+    threading.excepthook = thread_hook
     # The same abandoned reads can also end in an ERROR log with a traceback, later and from
-    # another thread: orbax's own (absl) or asyncio's "Task exception was never retrieved" for
-    # the read's task. The one-line warning has already said what happened.
-    for name in ("absl", "asyncio"):
+    # another thread: orbax's own (absl), asyncio's "Task exception was never retrieved" for
+    # the read's task, or concurrent.futures' "exception calling callback" when a finished read
+    # hands its result to the closed loop. The one-line warning has already said what happened.
+    for name in ("absl", "asyncio", "concurrent.futures"):
         logging.getLogger(name).addFilter(_drop_abandoned_read_logs)
 
 
@@ -239,6 +248,8 @@ def _drop_abandoned_read_logs(record: logging.LogRecord) -> bool:
     if _in_orbax_reader(record.pathname):
         return False
     error = record.exc_info[1] if record.exc_info else None
+    if _is_abandoned_read(error):
+        return False
     traceback = error.__traceback__ if error is not None else None
     while traceback is not None:
         if _in_orbax_reader(traceback.tb_frame.f_code.co_filename):
