@@ -51,7 +51,12 @@ TINY = {
     "gru": Shapes(2, 6, 18, 24, neurons=50),
     "dwiseneuro": Shapes(2, 8, 16, 16, neurons=50),
     "quickstart": Shapes(2, 10, 18, 24, neurons=50),
+    # the transformers' smoke networks tokenize full 36 x 64 frames
+    "viv1t": Shapes(2, 12, neurons=50),
+    "dynamic_v1fm": Shapes(2, 16, neurons=50),
 }
+# Models whose tiny network is their config file's own `smoke` variant (the tests train it).
+SMOKE_NETWORKS = {"viv1t": "viv1t.py", "dynamic_v1fm": "dynamic_v1fm.py"}
 
 
 def load_model_config(model: str, tiny: bool = False) -> ml_collections.ConfigDict:
@@ -66,7 +71,11 @@ def load_model_config(model: str, tiny: bool = False) -> ml_collections.ConfigDi
 
 def shrink(model: str, m: ml_collections.ConfigDict) -> None:
     """A network of a few channels and small kernels with the model's structure."""
-    if model in ("factorized", "quickstart"):
+    if model in SMOKE_NETWORKS:
+        from sensorium_jax.config import load_config
+
+        m.update(load_config(REPO / "configs" / SMOKE_NETWORKS[model], "smoke").model)
+    elif model in ("factorized", "quickstart"):
         m.core.channels, m.core.spatial_kernels, m.core.temporal_kernels = (4, 6), (5, 3), (3, 3)
         m.readout.position_hidden = 6
     elif model == "gru":

@@ -30,6 +30,7 @@ from sensorium_jax.benchmarking.peaks import peak_flops, utilisation
 from sensorium_jax.benchmarking.timing import flops_from_cost_analysis, summarize
 
 MICE = 5  # the competition's training mice: a baseline batch is 8 clips of each
+PAPER_MICE = 10  # the transformers' papers trained on all ten mice at once
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +52,9 @@ FULL = (
     Entry("dwiseneuro", "dwiseneuro.py", Shapes(32, 32), MICE, remat_key="remat"),
     Entry("ensemble", "ensemble_baseline.py", Shapes(40, 80), MICE, "member.compute_dtype", "member.core.remat"),
     Entry("quickstart", "quickstart.py", Shapes(12, 32, neurons=150), 3),
+    # the papers' batches: ViV1T 6 clips of 150 frames of each mouse, Dynamic-V1FM 32 of 30 frames
+    Entry("viv1t", "viv1t.py", Shapes(60, 150), PAPER_MICE, remat_key="remat"),
+    Entry("dynamic_v1fm", "dynamic_v1fm.py", Shapes(32, 30), PAPER_MICE, "dtype", "core.remat"),
 )
 TINY = (
     Entry("factorized", "factorized_baseline.py", networks.TINY["factorized"], 2, remat_key="core.remat"),
@@ -59,6 +63,8 @@ TINY = (
     Entry("ensemble", "ensemble_baseline.py", networks.TINY["factorized"], 2, "member.compute_dtype",
           "member.core.remat"),
     Entry("quickstart", "quickstart.py", networks.TINY["quickstart"], 2),
+    Entry("viv1t", "viv1t.py", networks.TINY["viv1t"], 2, remat_key="remat"),
+    Entry("dynamic_v1fm", "dynamic_v1fm.py", networks.TINY["dynamic_v1fm"], 2, "dtype", "core.remat"),
 )
 TRAIN_FIELDS = ("model", "dtype", "remat", "clips", "frames", "neurons", "mice", "params", "compile_seconds",
                 "step_seconds", "clips_per_second", "flops_per_step", "flops_per_second", "mfu",
