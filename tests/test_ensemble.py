@@ -428,8 +428,9 @@ def _loss_and_grads(config, card, batch):
     def loss(p):
         return model_loss(nnx.merge(graphdef, p, rest, copy=True), batch, get_loss("poisson"))[0]
 
-    rematerialised = "remat" in str(jax.make_jaxpr(jax.grad(loss))(params))
-    return (*jax.jit(jax.value_and_grad(loss))(params), rematerialised)
+    step = jax.jit(jax.value_and_grad(loss))
+    temporaries = step.lower(params).compile().memory_analysis().temp_size_in_bytes
+    return (*step(params), temporaries)
 
 
 @pytest.mark.parametrize("model", ["factorized", "dwiseneuro"])
@@ -453,9 +454,9 @@ def test_remat_keeps_results_and_checkpoints_the_layers(model):
         remat.core.remat = True
     else:
         remat.remat = True
-    loss_a, grads_a, remat_a = _loss_and_grads(base, card, batch)
-    loss_b, grads_b, remat_b = _loss_and_grads(remat, card, batch)
-    assert remat_b and not remat_a, "the option must put the layers under jax.checkpoint"
+    loss_a, grads_a, stored = _loss_and_grads(base, card, batch)
+    loss_b, grads_b, recomputed = _loss_and_grads(remat, card, batch)
+    assert recomputed < 0.9 * stored, "the layers' activations must not all be live at once"
     np.testing.assert_allclose(float(loss_a), float(loss_b), rtol=1e-6)
     for a, b in zip(jax.tree.leaves(grads_a), jax.tree.leaves(grads_b)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)

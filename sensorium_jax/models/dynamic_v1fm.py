@@ -87,7 +87,7 @@ def default_config() -> ml_collections.ConfigDict:
                 "attention": "fused",
                 "pre_norm": False,  # LayerNorm before attention and MLP (Swin); the reference has none
                 # Recompute each block in the backward pass, one block at a time
-                # (`swin3d.recompute_in_backward`): a block's attention maps ([windows, heads,
+                # (`remat.recompute_in_backward`): a block's attention maps ([windows, heads,
                 # 392, 392] per clip, float32 logits even in bfloat16) dominate a step's memory.
                 # Compiled step of the recipe (32 clips x 30 frames, 10 mice, 78,853 neurons),
                 # XLA:CPU temporaries: 64 GiB float32 / 57 GiB bfloat16 without, 17 / 15 GiB with.

@@ -17,7 +17,6 @@ tokens are not masked (they enter as keys with the qkv bias only), as in the ref
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -26,6 +25,7 @@ from flax import nnx
 
 from sensorium_jax.models.attention import Implementation, attention
 from sensorium_jax.models.initializers import truncated_normal, uniform
+from sensorium_jax.models.remat import recompute_in_backward
 
 Size3 = tuple[int, int, int]
 
@@ -286,34 +286,3 @@ def run_block(block: SwinBlock, x: jax.Array, behaviour: jax.Array | None, remat
     graphdef, state = nnx.split(block)
     return recompute_in_backward(lambda state, x, behaviour: nnx.merge(graphdef, state)(x, behaviour))(
         state, x, behaviour)
-
-
-def recompute_in_backward(fn: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
-    """`fn(params, x, *rest)` (pure, differentiable in all its arguments) storing only its
-    arguments for the backward pass, which recomputes it once the output's cotangent exists.
-
-    Why not `jax.checkpoint` / `nnx.remat`: they only keep the recomputation from being merged
-    with the forward pass (an `optimization_barrier`, which XLA:CPU removes before scheduling);
-    nothing makes it wait for the cotangent, so XLA ran every block's recomputation right after
-    the forward pass and all blocks' attention maps were live at once: remat saved nothing
-    (compiled step at competition scale: 66 GiB of temporaries with it, 64 GiB without). Here
-    the recomputation reads x + 0 * (one entry of the cotangent), a data dependency no
-    scheduler can reorder, so block i is recomputed only after block i + 1's backward pass and
-    one block's activations are live at a time. (A non-finite cotangent makes the block's
-    gradients non-finite either way.)
-    """
-
-    @jax.custom_vjp
-    def run(params, x, *rest):
-        return fn(params, x, *rest)
-
-    def forward(params, x, *rest):
-        return fn(params, x, *rest), (params, x, *rest)
-
-    def backward(saved, cotangent):
-        params, x, *rest = saved
-        x = x + (0 * jnp.ravel(cotangent)[0]).astype(x.dtype)
-        return jax.vjp(fn, params, x, *rest)[1](cotangent)
-
-    run.defvjp(forward, backward)
-    return run
