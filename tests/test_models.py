@@ -31,7 +31,7 @@ from sensorium_jax.models.readouts import bilinear_sample, inverse_elu1, sample_
 H, W, T, K = 10, 12, 7, 2  # tiny frames, clip length, behaviour dims
 
 
-def make_card(n_neurons=(5, 9), frame_shape=(H, W), seed=0) -> DatasetCard:
+def make_card(n_neurons=(5, 9), frame_shape=(H, W), seed=0, behavior_dim=K, kind="video") -> DatasetCard:
     rng = np.random.default_rng(seed)
     mice = tuple(
         MouseCard(
@@ -42,13 +42,13 @@ def make_card(n_neurons=(5, 9), frame_shape=(H, W), seed=0) -> DatasetCard:
             response_scale=np.ones(n, np.float32),
             video_mean=0.0,
             video_std=1.0,
-            behavior_scale=np.ones(K, np.float32),
+            behavior_scale=np.ones(behavior_dim, np.float32),
             pupil_mean=np.zeros(2, np.float32),
             pupil_std=np.ones(2, np.float32),
         )
         for i, n in enumerate(n_neurons)
     )
-    return DatasetCard(mice=mice, frame_shape=frame_shape, behavior_dim=K)
+    return DatasetCard(mice=mice, frame_shape=frame_shape, behavior_dim=behavior_dim, kind=kind)
 
 
 def tiny_config(**core):

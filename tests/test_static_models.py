@@ -11,11 +11,12 @@ from flax import nnx
 
 from sensorium_jax.config import load_config
 from sensorium_jax.config_checks import ConfigError, validate_config
-from sensorium_jax.data.card import DatasetCard, MouseCard
+from sensorium_jax.data.card import DatasetCard
 from sensorium_jax.models import build_model, default_model_config
 from sensorium_jax.models.registry import count_parameters
 from sensorium_jax.training.logging_utils import read_metrics
 from sensorium_jax.training.loop import train_and_evaluate
+from test_models import make_card
 from test_regularizers import numpy_spatial_penalty
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,23 +25,7 @@ H, W, K = 36, 64, 3  # the static frame and behaviour size of the synthetic (and
 
 
 def static_card(n_neurons=(5, 9), frame_shape=(H, W), seed=0) -> DatasetCard:
-    rng = np.random.default_rng(seed)
-    mice = tuple(
-        MouseCard(
-            name=f"mouse{i}",
-            unit_ids=np.arange(n, dtype=np.int64),
-            coordinates=rng.uniform(0, 500, (n, 3)).astype(np.float32),
-            mean_response=rng.uniform(0.1, 3.0, n).astype(np.float32),
-            response_scale=np.ones(n, np.float32),
-            video_mean=0.0,
-            video_std=1.0,
-            behavior_scale=np.ones(K, np.float32),
-            pupil_mean=np.zeros(2, np.float32),
-            pupil_std=np.ones(2, np.float32),
-        )
-        for i, n in enumerate(n_neurons)
-    )
-    return DatasetCard(mice=mice, frame_shape=frame_shape, behavior_dim=K, kind="static")
+    return make_card(n_neurons, frame_shape, seed, behavior_dim=K, kind="static")
 
 
 def static_batch(card: DatasetCard, mice=(0, 1), seed=1) -> dict[str, np.ndarray]:
