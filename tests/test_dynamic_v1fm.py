@@ -400,3 +400,26 @@ def test_load_and_predict_equal_the_trainer(trained):
     lost = model.frames_lost
     assert lost == 0  # the smoke config predicts every frame from its own token ("repeat")
     np.testing.assert_allclose(predicted[lost:], trainer[lost:], rtol=2e-4, atol=2e-5)
+
+
+@pytest.mark.parametrize("kernels", ["native", "folded"])
+def test_mlp_depthwise_forms_equal_the_grouped_convolution(kernels):
+    """The MLP's depthwise 3x3x3 convolution in either form (shifted multiply-adds on CPU) gives
+    the Conv module's own grouped convolution, in values and in gradients."""
+    from sensorium_jax.models.swin3d import SwiGLUMlp
+
+    mlp = SwiGLUMlp(6, 8, dtype=jnp.float32, kernels=kernels, rngs=nnx.Rngs(0))
+    x = jax.random.normal(jax.random.key(1), (2, 5, 4, 7, 6))
+
+    def reference(module, x):
+        value, gate = jnp.split(module.expand(x), 2, axis=-1)
+        return module.project(jax.nn.gelu(module.depthwise(jax.nn.silu(gate) * value), approximate=False))
+
+    def loss(module, x, fn):
+        return jnp.sum(jnp.sin(fn(module, x)))
+
+    got = nnx.grad(loss, argnums=(0, 1))(mlp, x, lambda m, v: m(v))
+    want = nnx.grad(loss, argnums=(0, 1))(mlp, x, reference)
+    np.testing.assert_allclose(np.asarray(mlp(x)), np.asarray(reference(mlp, x)), rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)

@@ -129,7 +129,7 @@ def test_kernel_forms_equal_native(impl):
     w = rng.normal(size=(3, 3, 3, 4)).astype(np.float32)
     np.testing.assert_allclose(kernels.recurrent_conv(state, w, impl), kernels.recurrent_conv(state, w, "native"),
                                rtol=1e-4, atol=1e-4)
-    for shape, stride in (((1, 3, 3, 1, 3), 2), ((5, 1, 1, 1, 3), 1)):
+    for shape, stride in (((1, 3, 3, 1, 3), 2), ((5, 1, 1, 1, 3), 1), ((3, 3, 3, 1, 3), 1)):
         w = rng.normal(size=shape).astype(np.float32)
         np.testing.assert_allclose(kernels.depthwise_conv(x, w, stride, impl),
                                    kernels.depthwise_conv(x, w, stride, "native"), rtol=1e-4, atol=1e-4)

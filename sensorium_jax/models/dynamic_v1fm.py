@@ -69,6 +69,10 @@ def default_config() -> ml_collections.ConfigDict:
             # prediction for its own patch_t frames (every frame predicted).
             "temporal_output": "last_half",
             "window_inference": "centred",  # how whole trials are predicted (see models.windows)
+            # How the MLPs' depthwise convolutions run (sensorium_jax.models.kernels): "auto" is
+            # the native grouped convolution on accelerators and shifted multiply-adds on CPU,
+            # where XLA's grouped 3D convolution is ~100x slower.
+            "kernels": "auto",
             "inputs": {"behavior": True, "pupil_center": True},  # into the behaviour MLPs
             "core": {
                 "patch": (2, 2, 2),  # (frames, rows, columns) per token
@@ -132,7 +136,8 @@ class DynamicV1FMModel(base.Model):
         self.use_behavior, self.use_pupil = bool(config.inputs.behavior), bool(config.inputs.pupil_center)
         behaviour_inputs = card.behavior_dim * self.use_behavior + 2 * self.use_pupil
         self.frame_shape = tuple(int(s) for s in card.frame_shape)
-        self.core = SwinCore(config.core, behaviour_inputs, dtype=jnp.dtype(config.dtype), rngs=rngs)
+        self.core = SwinCore(config.core, behaviour_inputs, dtype=jnp.dtype(config.dtype), kernels=config.kernels,
+                             rngs=rngs)
         ro = config.readout
         self.readout = HierarchicalGaussianReadout(
             card, self.core.out_channels, levels=tuple(ro.levels), fusion=ro.fusion,

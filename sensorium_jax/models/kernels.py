@@ -177,11 +177,19 @@ def recurrent_conv(x: jax.Array, kernel: jax.Array, impl: str) -> jax.Array:
 
 
 def depthwise_native(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
-    """Depthwise (1, kh, kw) (stride s, padding k // 2) or (kt, 1, 1) (zero "SAME" padding in
-    time) convolution of [B, T, H, W, C] by a [kt, kh, kw, 1, C] kernel, as XLA's grouped 2D
-    convolution (frames folded into the batch, or over (T, H * W))."""
+    """Depthwise (1, kh, kw) (stride s, padding k // 2), (kt, 1, 1) (zero "SAME" padding in
+    time) or full (kt, kh, kw) (stride 1, both paddings) convolution of [B, T, H, W, C] by a
+    [kt, kh, kw, 1, C] kernel, as XLA's grouped 2D convolution (frames folded into the batch,
+    or over (T, H * W)), or its grouped 3D one."""
     kt, kh, kw, _, c = kernel.shape
     b, t, h, w, _ = x.shape
+    if kt > 1 and (kh > 1 or kw > 1):
+        if stride != 1:
+            raise ValueError(f"a full 3D depthwise convolution runs at stride 1, got {stride}")
+        return jax.lax.conv_general_dilated(
+            x, kernel, (1, 1, 1), [((kt - 1) // 2, kt // 2), (kh // 2, kh // 2), (kw // 2, kw // 2)],
+            dimension_numbers=_DN3, feature_group_count=c,
+        )
     if kt == 1:
         y = jax.lax.conv_general_dilated(
             x.reshape(b * t, h, w, c), kernel[0], (stride, stride),

@@ -25,6 +25,7 @@ from flax import nnx
 
 from sensorium_jax.models.attention import Implementation, attention
 from sensorium_jax.models.initializers import truncated_normal, uniform
+from sensorium_jax.models.kernels import check, depthwise_conv
 from sensorium_jax.models.remat import recompute_in_backward
 
 Size3 = tuple[int, int, int]
@@ -150,9 +151,9 @@ class WindowAttention3d(nnx.Module):
 class SwiGLUMlp(nnx.Module):
     """Linear to 2 x hidden, SiLU(gate) * x, a depthwise 3x3x3 convolution with GELU, linear back."""
 
-    def __init__(self, dim: int, hidden: int, *, dtype: jnp.dtype, rngs: nnx.Rngs):
+    def __init__(self, dim: int, hidden: int, *, dtype: jnp.dtype, kernels: str = "native", rngs: nnx.Rngs):
         init, zeros = truncated_normal(0.02), nnx.initializers.zeros_init()
-        self.dtype = dtype
+        self.dtype, self.kernels = dtype, check(kernels)
         self.expand = nnx.Linear(dim, 2 * hidden, kernel_init=init, bias_init=zeros, dtype=dtype, rngs=rngs)
         conv_init = torch_default(27)  # the convolution keeps torch's default (fan_in 1 x 3 x 3 x 3)
         self.depthwise = nnx.Conv(hidden, hidden, (3, 3, 3), padding="SAME", feature_group_count=hidden,
@@ -162,7 +163,10 @@ class SwiGLUMlp(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         value, gate = jnp.split(self.expand(x.astype(self.dtype)), 2, axis=-1)
         y = jax.nn.silu(gate) * value
-        y = jax.nn.gelu(self.depthwise(y), approximate=False)
+        # the Conv holds the parameters (torch's layout); the sums run in the backend's form
+        kernel = self.depthwise.kernel[...].astype(self.dtype)
+        y = depthwise_conv(y, kernel, 1, self.kernels) + self.depthwise.bias[...].astype(self.dtype)
+        y = jax.nn.gelu(y, approximate=False)
         return self.project(y)
 
 
@@ -194,9 +198,9 @@ class SwinBlock(nnx.Module):
 
     def __init__(self, dim: int, heads: int, hidden: int, window: Size3, shift: Size3, behaviour_inputs: int,
                  frames_per_token: int, *, pre_norm: bool, dtype: jnp.dtype, attention: Implementation = "fused",
-                 rngs: nnx.Rngs):
+                 kernels: str = "native", rngs: nnx.Rngs):
         self.attention = WindowAttention3d(dim, heads, window, shift, dtype=dtype, implementation=attention, rngs=rngs)
-        self.mlp = SwiGLUMlp(dim, hidden, dtype=dtype, rngs=rngs)
+        self.mlp = SwiGLUMlp(dim, hidden, dtype=dtype, kernels=kernels, rngs=rngs)
         self.behaviour = (BehaviourMlp(behaviour_inputs, dim, frames_per_token, dtype=dtype, rngs=rngs)
                           if behaviour_inputs else None)
         self.norms = nnx.List([nnx.LayerNorm(dim, epsilon=1e-5, rngs=rngs) for _ in range(2 if pre_norm else 0)])
@@ -243,7 +247,8 @@ class SwinCore(nnx.Module):
     """Patch embedding and `blocks` shifted-window blocks: video [B, T, H, W, 1] and behaviour
     [B, T, k] -> tokens [B, T/pt, H/ph, W/pw, dim] (float32)."""
 
-    def __init__(self, config, behaviour_inputs: int, *, dtype: jnp.dtype, rngs: nnx.Rngs):
+    def __init__(self, config, behaviour_inputs: int, *, dtype: jnp.dtype, kernels: str = "native",
+                 rngs: nnx.Rngs):
         patch, window, shift = (tuple(int(v) for v in config[k]) for k in ("patch", "window", "shift"))
         if config.shifted_blocks not in SHIFT_RULES:
             raise ValueError(f"shifted_blocks must be one of {', '.join(SHIFT_RULES)}, got {config.shifted_blocks!r}")
@@ -254,7 +259,8 @@ class SwinCore(nnx.Module):
         self.blocks = nnx.List([
             SwinBlock(dim, int(config.heads), int(config.mlp_hidden), window,
                       shift if is_shifted(config.shifted_blocks, i) else no_shift, behaviour_inputs, patch[0],
-                      pre_norm=bool(config.pre_norm), dtype=dtype, attention=config.attention, rngs=rngs)
+                      pre_norm=bool(config.pre_norm), dtype=dtype, attention=config.attention, kernels=kernels,
+                      rngs=rngs)
             for i in range(int(config.blocks))
         ])
         self.out_channels = dim
