@@ -236,3 +236,24 @@ def test_toy_model_evaluates(toy_workdir, tiny_store, tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert -1 <= report["pooled"]["oracle"]["single_trial_correlation"] <= 1
     assert (out / "positions.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("padding", ["VALID", "SAME"])
+def test_wide_spatial_layers_take_the_same_gradients_from_patches(padding, monkeypatch):
+    """A wide spatial layer (`kernels.WIDE_SPATIAL_PATCH`) in the folded form takes its kernel
+    gradient from patches, a few frames at a time (unpadded: 3 of the 2 x 5 frames per chunk,
+    the last chunk padded; padded: one frame per chunk); values and both gradients equal the
+    native 3D convolution's."""
+    monkeypatch.setattr(kernels, "PATCH_CHUNK_BYTES", 3 * 4 * 6 * 5 * 5 * 32 * 4)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=(2, 5, 8, 10, 32)), jnp.float32)
+    w = jnp.asarray(rng.normal(size=(1, 5, 5, 32, 6)) / 30, jnp.float32)
+    assert 5 * 5 * 32 >= kernels.WIDE_SPATIAL_PATCH
+
+    def loss(impl):
+        return lambda x, w: jnp.sum(jnp.sin(kernels.factorized_conv(x, w, impl, padding)))
+
+    for got, want in zip(jax.value_and_grad(loss("folded"), argnums=(0, 1))(x, w),
+                         jax.value_and_grad(loss("native"), argnums=(0, 1))(x, w)):
+        for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)

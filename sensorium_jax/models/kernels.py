@@ -22,12 +22,14 @@ docs/PERFORMANCE.md has the measurements behind each choice.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Literal
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
+
 
 Kernels = Literal["auto", "native", "folded", "matmul"]
 RESOLVED: tuple[str, ...] = ("native", "folded", "matmul")
@@ -83,13 +85,71 @@ def conv3d(x: jax.Array, kernel: jax.Array, padding: str = "VALID") -> jax.Array
     return jax.lax.conv_general_dilated(x, kernel, (1, 1, 1), pad, dimension_numbers=_DN3)
 
 
+# Patch width (kh * kw * input channels) from which "folded" computes a spatial convolution's
+# kernel gradient as matrix products of input patches: XLA:CPU's own kernel-gradient
+# convolution is the slowest part of the baseline's wide layers (docs/PERFORMANCE.md).
+WIDE_SPATIAL_PATCH = 800
+# Bytes of input patches built at once for that product (a few frames at a time).
+PATCH_CHUNK_BYTES = 64 * 2**20
+
+
 def spatial_conv_folded(x: jax.Array, kernel: jax.Array, padding: str = "VALID") -> jax.Array:
-    """(1, kh, kw) convolution as a 2D convolution with the frames folded into the batch."""
+    """(1, kh, kw) convolution as a 2D convolution with the frames folded into the batch; wide
+    layers take their kernel gradient from patches (`conv2d_patch_gradient`)."""
     b, t, h, w, c = x.shape
-    y = jax.lax.conv_general_dilated(
-        x.reshape(b * t, h, w, c), kernel[0], (1, 1), _spatial_padding(kernel, padding), dimension_numbers=_DN2
-    )
+    flat = x.reshape(b * t, h, w, c)
+    _, kh, kw, ci, _ = kernel.shape
+    if kh * kw * ci >= WIDE_SPATIAL_PATCH:
+        y = conv2d_patch_gradient(jnp.pad(flat, ((0, 0), *_spatial_padding(kernel, padding), (0, 0))), kernel[0])
+    else:
+        y = jax.lax.conv_general_dilated(flat, kernel[0], (1, 1), _spatial_padding(kernel, padding),
+                                         dimension_numbers=_DN2)
     return y.reshape(b, t, *y.shape[1:])
+
+
+def _conv2d_valid(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=_DN2)
+
+
+def _patches(x: jax.Array, kh: int, kw: int) -> jax.Array:
+    """[N, H, W, C] -> [N, H - kh + 1, W - kw + 1, kh * kw * C], ordered as the HWIO kernel."""
+    ho, wo = x.shape[1] - kh + 1, x.shape[2] - kw + 1
+    return jnp.concatenate([x[:, i:i + ho, j:j + wo] for i in range(kh) for j in range(kw)], axis=-1)
+
+
+@jax.custom_vjp
+def conv2d_patch_gradient(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """The unpadded 2D convolution of [N, H, W, Ci] by [kh, kw, Ci, Co]; its kernel gradient is
+    summed over chunks of frames as (patches of the chunk)^T @ (output gradient of the chunk),
+    the patches built in the backward pass a chunk at a time (never all stored)."""
+    return _conv2d_valid(x, kernel)
+
+
+def _patch_gradient_forward(x: jax.Array, kernel: jax.Array):
+    return _conv2d_valid(x, kernel), (x, kernel)
+
+
+def _patch_gradient_backward(saved, cotangent: jax.Array):
+    x, kernel = saved
+    kh, kw, ci, co = kernel.shape
+    dx = jax.vjp(lambda v: _conv2d_valid(v, kernel), x)[1](cotangent)[0]
+    n, ho, wo = cotangent.shape[:3]
+    per_frame = ho * wo * kh * kw * ci * x.dtype.itemsize
+    chunk = max(1, min(n, PATCH_CHUNK_BYTES // per_frame))
+    pad = -n % chunk  # zero frames add nothing to the sums
+    xs = jnp.pad(x, ((0, pad), (0, 0), (0, 0), (0, 0))).reshape(-1, chunk, *x.shape[1:])
+    cs = jnp.pad(cotangent, ((0, pad), (0, 0), (0, 0), (0, 0))).reshape(-1, chunk, *cotangent.shape[1:])
+
+    def add_chunk(total: jax.Array, pair: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, None]:
+        frames, grads = pair
+        return total + jnp.einsum("nhwp,nhwd->pd", _patches(frames, kh, kw), grads,
+                                  preferred_element_type=jnp.float32), None
+
+    dk, _ = jax.lax.scan(add_chunk, jnp.zeros((kh * kw * ci, co), jnp.float32), (xs, cs))
+    return dx, dk.reshape(kernel.shape).astype(kernel.dtype)
+
+
+conv2d_patch_gradient.defvjp(_patch_gradient_forward, _patch_gradient_backward)
 
 
 def temporal_conv_folded(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -206,23 +266,67 @@ def depthwise_native(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
 def depthwise_shifts(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
     """`depthwise_native` as a sum over the kernel's taps of shifted (strided) slices of the
     zero-padded input times a per-channel weight: the same sums, in elementwise operations
-    XLA runs well on CPU (its CPU grouped convolutions are slow)."""
+    XLA runs well on CPU (its CPU grouped convolutions are slow).
+
+    Its backward pass takes each tap's kernel gradient from a fresh slice of the input rather
+    than from stored ones (plain differentiation keeps kt x kh x kw copies of the input)."""
+    return _shifts_with_sliced_gradient(x, kernel, stride)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _shifts_with_sliced_gradient(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    return _depthwise_shifts(x, kernel, stride)
+
+
+def _shifts_forward(x: jax.Array, kernel: jax.Array, stride: int):
+    return _depthwise_shifts(x, kernel, stride), (x, kernel)
+
+
+def _shifts_backward(stride: int, saved, cotangent: jax.Array):
+    x, kernel = saved
+    dx = jax.vjp(lambda v: _depthwise_shifts(v, kernel, stride), x)[1](cotangent)[0]  # linear in x
+    # One tap at a time in a loop: as separate reductions XLA kept every tap's slice at once.
     kt, kh, kw, _, c = kernel.shape
+    b, t, h, w, _ = x.shape
+    xp = jnp.pad(x, ((0, 0), ((kt - 1) // 2, kt // 2), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+    ho, wo = cotangent.shape[2:4]
+    span = (b, t, (ho - 1) * stride + 1, (wo - 1) * stride + 1, c)
+
+    def tap_gradient(index: jax.Array) -> jax.Array:
+        dt_, rest = jnp.divmod(index, kh * kw)
+        dy, dx_ = jnp.divmod(rest, kw)
+        tap = jax.lax.dynamic_slice(xp, (0, dt_, dy, dx_, 0), span)[:, :, ::stride, ::stride]
+        return jnp.sum(tap * cotangent, axis=(0, 1, 2, 3), dtype=jnp.float32)
+
+    grads = jax.lax.map(tap_gradient, jnp.arange(kt * kh * kw))
+    return dx, grads.reshape(kernel.shape).astype(kernel.dtype)
+
+
+_shifts_with_sliced_gradient.defvjp(_shifts_forward, _shifts_backward)
+
+
+def _taps(x: jax.Array, kernel_shape: tuple[int, ...], stride: int) -> list[jax.Array]:
+    """The (strided) slices of the zero-padded input each kernel tap multiplies, taps in the
+    kernel's (t, y, x) order."""
+    kt, kh, kw, _, c = kernel_shape
     b, t, h, w, _ = x.shape
     pad_t = ((kt - 1) // 2, kt // 2)
     xp = jnp.pad(x, ((0, 0), pad_t, (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
     ho, wo = (h + 2 * (kh // 2) - kh) // stride + 1, (w + 2 * (kw // 2) - kw) // stride + 1
+    return [
+        jax.lax.slice(xp, (0, dt_, dy, dx, 0), (b, dt_ + t, dy + (ho - 1) * stride + 1, dx + (wo - 1) * stride + 1, c),
+                      (1, 1, stride, stride, 1))
+        for dt_ in range(kt) for dy in range(kh) for dx in range(kw)
+    ]
+
+
+def _depthwise_shifts(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    kt, kh, kw = kernel.shape[:3]
+    weights = kernel.reshape(kt * kh * kw, -1)
     out = None
-    for dt_ in range(kt):
-        for dy in range(kh):
-            for dx in range(kw):
-                tap = jax.lax.slice(
-                    xp, (0, dt_, dy, dx, 0),
-                    (b, dt_ + t, dy + (ho - 1) * stride + 1, dx + (wo - 1) * stride + 1, c),
-                    (1, 1, stride, stride, 1),
-                )
-                term = tap * kernel[dt_, dy, dx, 0]
-                out = term if out is None else out + term
+    for tap, weight in zip(_taps(x, kernel.shape, stride), weights):
+        term = tap * weight
+        out = term if out is None else out + term
     return out
 
 
