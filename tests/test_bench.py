@@ -248,7 +248,7 @@ def test_factorized_forms_give_the_plain_convolutions_values_and_gradients():
     from sensorium_jax.models import kernels
 
     wide = kernels.WIDE_TEMPORAL
-    assert kernels.temporal_form("folded", wide, wide) == "native"
+    assert kernels.temporal_form("folded", wide, wide) == "gemm_gradient"
     assert kernels.temporal_form("folded", 8, wide) == "folded"
     assert kernels.temporal_form("matmul", 8, 8) == "matmul" and kernels.temporal_form("native", wide, wide) == "native"
     cases = [((1, 3, 3, 4, wide), "SAME"), ((3, 1, 1, wide, wide), "VALID"), ((3, 1, 1, 4, 4), "VALID"),

@@ -9,8 +9,9 @@ maths and call these with the form their config names. The choice is made once, 
   one batched program. The form for accelerators.
 - "folded": the forms XLA runs best on CPU: the factorized core's spatial convolutions as 2D
   convolutions (frames folded into the batch), its temporal ones as 2D convolutions over
-  (T, H*W) when narrow and as native 3D convolutions from `WIDE_TEMPORAL` channels (chosen per
-  layer shape by measurement: `temporal_form`), the GRU's recurrent
+  (T, H*W), from `WIDE_TEMPORAL` channels with their gradients as matrix products of time
+  columns (chosen per layer shape by measurement: `temporal_form`), wide spatial layers'
+  kernel gradients from input patches, the GRU's recurrent
   convolutions as one matrix product of shifted patches, depthwise convolutions as shifted
   multiply-adds, ensemble members one after another in the program.
 - "matmul": "folded", and every temporal convolution of the factorized core as matrix products
@@ -169,18 +170,53 @@ def temporal_conv_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return sum(jnp.einsum("bthwc,cd->bthwd", x[:, i : i + t], kernel[i, 0, 0]) for i in range(kt))
 
 
-# Channels from which "folded" runs a temporal convolution as a native 3D convolution: XLA:CPU's
-# (kt, 1) 2D convolution over (T, H*W) wins for narrow layers and falls far behind for wide ones
-# (docs/PERFORMANCE.md).
+def _time_columns(x: jax.Array, kt: int) -> jax.Array:
+    """[B, T, H, W, C] -> [B, T - kt + 1, H, W, kt * C]: each output frame's kt input frames."""
+    t = x.shape[1] - kt + 1
+    return jnp.concatenate([x[:, i : i + t] for i in range(kt)], axis=-1)
+
+
+@jax.custom_vjp
+def temporal_conv_gemm_gradient(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """`temporal_conv_folded` (XLA:CPU's fastest forward form at every width), with its
+    gradients as single matrix products over time columns (each output frame's kt input
+    frames side by side): (columns)^T @ (output gradient) for the kernel, (output gradient) @
+    kernel^T spread back over the frames for the input. XLA:CPU's own backward convolutions
+    of these layers are slower (docs/PERFORMANCE.md)."""
+    return temporal_conv_folded(x, kernel)
+
+
+def _temporal_gemm_forward(x: jax.Array, kernel: jax.Array):
+    return temporal_conv_folded(x, kernel), (x, kernel)
+
+
+def _temporal_gemm_backward(saved, cotangent: jax.Array):
+    x, kernel = saved
+    kt, _, _, ci, co = kernel.shape
+    x = x + (0 * jnp.ravel(cotangent)[0]).astype(x.dtype)  # columns built once the gradient exists
+    columns, spread = jax.vjp(lambda v: _time_columns(v, kt), x)
+    flat_kernel = kernel.reshape(kt * ci, co)
+    dk = jnp.einsum("bthwp,bthwd->pd", columns, cotangent, preferred_element_type=jnp.float32)
+    dx = spread(jnp.einsum("bthwd,pd->bthwp", cotangent, flat_kernel.astype(cotangent.dtype)))[0]
+    return dx.astype(x.dtype), dk.reshape(kernel.shape).astype(kernel.dtype)
+
+
+temporal_conv_gemm_gradient.defvjp(_temporal_gemm_forward, _temporal_gemm_backward)
+
+
+# Channels from which "folded" takes a temporal convolution's gradients from time columns
+# (`temporal_conv_gemm_gradient`): XLA:CPU's backward (kt, 1) 2D convolution over (T, H*W) is
+# fastest for narrow layers and falls far behind for wide ones (docs/PERFORMANCE.md).
 WIDE_TEMPORAL = 64
 
 
 def temporal_form(impl: str, channels_in: int, channels_out: int) -> str:
     """How a (kt, 1, 1) convolution runs in form `impl`: "native" (3D), "folded" (2D over
-    (T, H*W)) or "matmul" (shifted frames); "folded" picks by the layer's width."""
+    (T, H*W)), "gemm_gradient" (that forward, matrix-product gradients) or "matmul" (shifted
+    frames); "folded" picks by the layer's width."""
     impl = check(impl)
     if impl == "folded" and min(channels_in, channels_out) >= WIDE_TEMPORAL:
-        return "native"
+        return "gemm_gradient"
     return impl
 
 
@@ -196,8 +232,8 @@ def factorized_conv(x: jax.Array, kernel: jax.Array, impl: str, padding: str = "
         return spatial_conv_folded(x, kernel, padding)
     if kh == 1 and kw == 1:
         form = temporal_form(impl, *kernel.shape[3:5])
-        if form == "native":
-            return conv3d(x, kernel)
+        if form == "gemm_gradient":
+            return temporal_conv_gemm_gradient(x, kernel)
         return temporal_conv_matmul(x, kernel) if form == "matmul" else temporal_conv_folded(x, kernel)
     return conv3d(x, kernel, padding)
 
