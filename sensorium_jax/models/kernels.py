@@ -322,11 +322,8 @@ def _shifts_backward(stride: int, saved, cotangent: jax.Array):
     x, kernel = saved
     dx = jax.vjp(lambda v: _depthwise_shifts(v, kernel, stride), x)[1](cotangent)[0]  # linear in x
     # One tap at a time in a loop: as separate reductions XLA kept every tap's slice at once.
-    kt, kh, kw, _, c = kernel.shape
-    b, t, h, w, _ = x.shape
-    xp = jnp.pad(x, ((0, 0), ((kt - 1) // 2, kt // 2), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
-    ho, wo = cotangent.shape[2:4]
-    span = (b, t, (ho - 1) * stride + 1, (wo - 1) * stride + 1, c)
+    kt, kh, kw = kernel.shape[:3]
+    xp, span = _padded_input(x, kernel.shape, stride)
 
     def tap_gradient(index: jax.Array) -> jax.Array:
         dt_, rest = jnp.divmod(index, kh * kw)
@@ -344,16 +341,23 @@ _shifts_with_sliced_gradient.defvjp(_shifts_forward, _shifts_backward)
 def _taps(x: jax.Array, kernel_shape: tuple[int, ...], stride: int) -> list[jax.Array]:
     """The (strided) slices of the zero-padded input each kernel tap multiplies, taps in the
     kernel's (t, y, x) order."""
-    kt, kh, kw, _, c = kernel_shape
-    b, t, h, w, _ = x.shape
-    pad_t = ((kt - 1) // 2, kt // 2)
-    xp = jnp.pad(x, ((0, 0), pad_t, (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
-    ho, wo = (h + 2 * (kh // 2) - kh) // stride + 1, (w + 2 * (kw // 2) - kw) // stride + 1
+    kt, kh, kw = kernel_shape[:3]
+    xp, span = _padded_input(x, kernel_shape, stride)
     return [
-        jax.lax.slice(xp, (0, dt_, dy, dx, 0), (b, dt_ + t, dy + (ho - 1) * stride + 1, dx + (wo - 1) * stride + 1, c),
+        jax.lax.slice(xp, (0, dt_, dy, dx, 0), tuple(a + b for a, b in zip((0, dt_, dy, dx, 0), span)),
                       (1, 1, stride, stride, 1))
         for dt_ in range(kt) for dy in range(kh) for dx in range(kw)
     ]
+
+
+def _padded_input(x: jax.Array, kernel_shape: tuple[int, ...], stride: int) -> tuple[jax.Array, tuple[int, ...]]:
+    """The input zero padded for a depthwise kernel ("SAME" in time, k // 2 in space), and the
+    extent of one tap's slice of it before its spatial stride."""
+    kt, kh, kw = kernel_shape[:3]
+    b, t, h, w, c = x.shape
+    xp = jnp.pad(x, ((0, 0), ((kt - 1) // 2, kt // 2), (kh // 2, kh // 2), (kw // 2, kw // 2), (0, 0)))
+    ho, wo = (h + 2 * (kh // 2) - kh) // stride + 1, (w + 2 * (kw // 2) - kw) // stride + 1
+    return xp, (b, t, (ho - 1) * stride + 1, (wo - 1) * stride + 1, c)
 
 
 def _depthwise_shifts(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
