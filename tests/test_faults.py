@@ -332,14 +332,21 @@ def test_a_checkpoint_of_another_layout_is_refused_in_one_line_and_kept(tiny_sto
 
 def test_abandoned_reads_ending_in_other_threads_print_nothing_and_other_errors_still_print():
     """A finished read of the damaged checkpoint hands its result to the closed event loop from
-    a reader thread: through a concurrent.futures callback (logged) or the thread's own
-    exception (threading.excepthook). Neither may print a traceback; another error still does."""
+    a reader thread: through a concurrent.futures callback (logged), the thread's own exception
+    (threading.excepthook) or tensorstore's native callback, which reports with PyErr_Print
+    (sys.excepthook, a bare traceback). None may print a traceback; another error still does."""
     script = textwrap.dedent("""
-        import concurrent.futures, threading
+        import concurrent.futures, sys, threading
         from sensorium_jax.training.checkpointing import ignore_abandoned_reads
 
         def closed_loop(*_):
             raise RuntimeError("Event loop is closed")
+
+        def native_report(message):  # what PyErr_Print does with the pending error
+            try:
+                raise RuntimeError(message)
+            except RuntimeError as error:
+                sys.excepthook(RuntimeError, error, error.__traceback__)
 
         ignore_abandoned_reads()
         future = concurrent.futures.Future()
@@ -349,8 +356,11 @@ def test_abandoned_reads_ending_in_other_threads_print_nothing_and_other_errors_
             thread = threading.Thread(target=target)
             thread.start()
             thread.join()
+        native_report("Event loop is closed")
+        native_report("another native error")
     """)
     result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "Event loop is closed" not in result.stderr
     assert "ValueError: another error" in result.stderr
+    assert "RuntimeError: another native error" in result.stderr

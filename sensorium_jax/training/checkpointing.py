@@ -215,7 +215,8 @@ def ignore_abandoned_reads() -> None:
     """After a failed restore, orbax's asynchronous tensorstore reads of the damaged checkpoint
     still finish in the background and report to an event loop that is already closed; Python
     prints each as an unraisable "Event loop is closed" traceback, which would bury the one-line
-    warning. Those two unraisable errors are dropped from then on; any other still prints."""
+    warning. Those two errors are dropped from then on, however they are reported; any other
+    still prints."""
     previous = sys.unraisablehook
     if getattr(previous, "ignores_abandoned_reads", False):
         return
@@ -233,6 +234,15 @@ def ignore_abandoned_reads() -> None:
             previous_thread_hook(args)
 
     threading.excepthook = thread_hook
+    # tensorstore's native callbacks report a Python error with PyErr_Print, i.e. through
+    # sys.excepthook: a bare traceback with no header.
+    previous_excepthook = sys.excepthook
+
+    def excepthook(kind: type[BaseException], error: BaseException, traceback: Any) -> None:
+        if not _is_abandoned_read(error):
+            previous_excepthook(kind, error, traceback)
+
+    sys.excepthook = excepthook
     # The same abandoned reads can also end in an ERROR log with a traceback, later and from
     # another thread: orbax's own (absl), asyncio's "Task exception was never retrieved" for
     # the read's task, or concurrent.futures' "exception calling callback" when a finished read
