@@ -239,18 +239,21 @@ def test_training_figures_match_a_timed_loop(smoke_config):
 # --------------------------------------------------------------------------- CPU forms and flags
 
 
-def test_factorized_forms_give_the_plain_convolutions_values_and_gradients():
+def test_factorized_forms_give_the_plain_convolutions_values_and_gradients(monkeypatch):
     """Every form `kernels.factorized_conv` may pick (per layer width in "folded") computes
-    the 3D convolution's values and gradients, narrow and wide layers alike."""
+    the 3D convolution's values and gradients, narrow and wide layers alike; the wide temporal
+    layer's pixels in 3 blocks, the last one padded."""
     import jax
     import numpy as np
 
     from sensorium_jax.models import kernels
 
-    wide = kernels.WIDE_TEMPORAL
-    assert kernels.temporal_form("folded", wide, wide) == "gemm_gradient"
-    assert kernels.temporal_form("folded", 8, wide) == "folded"
-    assert kernels.temporal_form("matmul", 8, 8) == "matmul" and kernels.temporal_form("native", wide, wide) == "native"
+    monkeypatch.setattr(kernels, "TEMPORAL_BLOCK_PIXELS", 16)  # 42 pixels: 3 blocks
+    wide = kernels.PATCH_PRODUCTS_MIN_OUTPUTS
+    assert kernels.temporal_form("folded", wide, wide, 3) == "patches"
+    assert kernels.temporal_form("folded", wide, 8, 3) == "folded"
+    assert kernels.temporal_form("matmul", 8, 8, 3) == "matmul"
+    assert kernels.temporal_form("native", wide, wide, 3) == "native"
     cases = [((1, 3, 3, 4, wide), "SAME"), ((3, 1, 1, wide, wide), "VALID"), ((3, 1, 1, 4, 4), "VALID"),
              ((1, 3, 3, wide, 8), "VALID")]
     for shape, padding in cases:

@@ -239,9 +239,9 @@ def test_toy_model_evaluates(toy_workdir, tiny_store, tmp_path):
 
 
 @pytest.mark.parametrize("padding", ["VALID", "SAME"])
-def test_wide_spatial_layers_take_the_same_gradients_from_patches(padding, monkeypatch):
-    """A wide spatial layer (`kernels.WIDE_SPATIAL_PATCH`) in the folded form takes its kernel
-    gradient from patches, a few frames at a time (unpadded: 3 of the 2 x 5 frames per chunk,
+def test_wide_spatial_layers_as_patch_products_equal_the_convolution(padding, monkeypatch):
+    """A wide spatial layer (`kernels.WIDE_SPATIAL_PATCH`) in the folded form runs as matrix
+    products of patches, a few frames at a time (unpadded: 3 of the 2 x 5 frames per chunk,
     the last chunk padded; padded: one frame per chunk); values and both gradients equal the
     native 3D convolution's."""
     monkeypatch.setattr(kernels, "PATCH_CHUNK_BYTES", 3 * 4 * 6 * 5 * 5 * 32 * 4)

@@ -168,3 +168,25 @@ def test_regularizer_equals_numpy():
     grads = nnx.to_pure_dict(nnx.grad(lambda c: c.regularizer())(core))
     for layer in grads["features"].values():  # every layer's coefficients feel the penalty
         assert float(jnp.abs(layer["hermite_conv"]["coeffs"]).sum()) > 0
+
+
+def test_wide_layers_as_patch_products_equal_the_native_convolutions():
+    """In the CPU form layers with wide outputs (8 x 8 and 4 x 8 maps) run as patch products
+    (`kernels.uses_patch_products`): outputs and gradients of every coefficient equal those of
+    the native convolutions."""
+    from sensorium_jax.models import kernels
+
+    assert kernels.uses_patch_products(5 * 5 * 3, 8 * 8) and kernels.uses_patch_products(3 * 3 * 64, 4 * 8)
+    x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 3, 12, 14, 3)), jnp.float32)
+
+    def outputs_and_gradients(impl: str):
+        core = RotationEquivariantCore(3, (8, 4), 5, 3, rotations=8, kernels_impl=impl, rngs=nnx.Rngs(1))
+        graphdef, params, rest = nnx.split(core, nnx.Param, ...)
+
+        def loss(params):
+            return jnp.sum(jnp.sin(nnx.merge(graphdef, params, rest, copy=True)(x, train=False)))
+
+        return jax.value_and_grad(loss)(params)
+
+    for got, want in zip(jax.tree.leaves(outputs_and_gradients("folded")), jax.tree.leaves(outputs_and_gradients("native"))):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-4)

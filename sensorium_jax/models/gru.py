@@ -131,16 +131,18 @@ class FrameConvLayer(nnx.Module):
         compute_dtype: jnp.dtype = jnp.float32,
         bn_momentum: float = 0.9,
         padding: str = "SAME",
+        kernels_impl: str = "native",
         rngs: nnx.Rngs,
     ):
         self.kernel = nnx.Param(lecun_normal()(rngs.params(), (kernel, kernel, in_channels, out_channels)))
         self.norm = nnx.BatchNorm(out_channels, momentum=bn_momentum, epsilon=1e-5, rngs=rngs)
         self.compute_dtype = compute_dtype
         self.padding = padding
+        self.kernels = kernels.check(kernels_impl)
 
     def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
         dt = self.compute_dtype
-        y = kernels.conv2d(x.astype(dt), self.kernel[...].astype(dt), self.padding)
+        y = kernels.spatial_conv2d(x.astype(dt), self.kernel[...].astype(dt), self.padding, self.kernels)
         y = self.norm(y.astype(jnp.float32), use_running_average=not train)
         return jax.nn.elu(y)
 
@@ -158,6 +160,7 @@ class FrameCore(nnx.Module):
         compute_dtype: str | jnp.dtype = "float32",
         bn_momentum: float = 0.9,
         spatial_padding: str = "SAME",
+        kernels_impl: str = "native",
         rngs: nnx.Rngs,
     ):
         kernels.padding_pairs(1, spatial_padding)  # fail early on a bad name
@@ -170,7 +173,7 @@ class FrameCore(nnx.Module):
             [
                 FrameConvLayer(
                     ci, co, k, compute_dtype=dtype, bn_momentum=bn_momentum,
-                    padding=spatial_padding, rngs=rngs,
+                    padding=spatial_padding, kernels_impl=kernels_impl, rngs=rngs,
                 )
                 for ci, co, k in zip(ins, channels, sizes)
             ]
@@ -237,7 +240,7 @@ class ConvGRU(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         dt, c, impl = self.compute_dtype, self.channels, self.kernels
         wx = self.input_kernel[...].astype(dt)
-        gx = frames_folded(lambda im: kernels.conv2d(im.astype(dt), wx), x).astype(jnp.float32) + self.bias[...]
+        gx = frames_folded(lambda im: kernels.spatial_conv2d(im.astype(dt), wx, "SAME", impl), x).astype(jnp.float32) + self.bias[...]
         wg = self.gate_kernel[...].astype(dt)
         wc = self.candidate_kernel[...].astype(dt)
 
@@ -258,9 +261,10 @@ class ConvGRU(nnx.Module):
 
 
 def build_core(
-    cc: ml_collections.ConfigDict, in_channels: int, compute_dtype: str, rngs: nnx.Rngs
+    cc: ml_collections.ConfigDict, in_channels: int, compute_dtype: str, kernels_impl: str, rngs: nnx.Rngs
 ) -> RotationEquivariantCore | FrameCore:
-    """The per-frame core `cc.type` names, from the `core` section of the config."""
+    """The per-frame core `cc.type` names, from the `core` section of the config; its
+    convolutions run in the form `kernels_impl` names."""
     if cc.type == "rotation_equivariant":
         return RotationEquivariantCore(
             in_channels,
@@ -276,6 +280,7 @@ def build_core(
             gamma_input=float(cc.gamma_input),
             gamma_hidden=float(cc.gamma_hidden),
             compute_dtype=compute_dtype,
+            kernels_impl=kernels_impl,
             rngs=rngs,
         )
     if cc.type == "plain":
@@ -287,6 +292,7 @@ def build_core(
             compute_dtype=compute_dtype,
             bn_momentum=cc.bn_momentum,
             spatial_padding=cc.spatial_padding,
+            kernels_impl=kernels_impl,
             rngs=rngs,
         )
     raise ValueError(f"model.core.type must be one of {CORE_TYPES}, got {cc.type!r}")
@@ -304,7 +310,7 @@ class GRUModel(base.Model):
         self.input_pool = int(cc.input_pool)
         self.map_scale = map_scale(inputs.map_scale, cc.input_kernel)
         self.frame_shape = tuple(int(s) for s in card.frame_shape)
-        self.core = build_core(cc, input_channels(card, inputs), config.compute_dtype, rngs)
+        self.core = build_core(cc, input_channels(card, inputs), config.compute_dtype, config.kernels, rngs)
         self.gru = ConvGRU(
             self.core.out_channels,
             int(gc.channels),

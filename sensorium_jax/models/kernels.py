@@ -9,9 +9,8 @@ maths and call these with the form their config names. The choice is made once, 
   one batched program. The form for accelerators.
 - "folded": the forms XLA runs best on CPU: the factorized core's spatial convolutions as 2D
   convolutions (frames folded into the batch), its temporal ones as 2D convolutions over
-  (T, H*W), from `WIDE_TEMPORAL` channels with their gradients as matrix products of time
-  columns (chosen per layer shape by measurement: `temporal_form`), wide spatial layers'
-  kernel gradients from input patches, the GRU's recurrent
+  (T, H*W); from 32 output channels (`uses_patch_products`, chosen by measurement) both, and
+  the GRU's feed-forward convolutions, as matrix products of input patches; the GRU's recurrent
   convolutions as one matrix product of shifted patches, depthwise convolutions as shifted
   multiply-adds, ensemble members one after another in the program.
 - "matmul": "folded", and every temporal convolution of the factorized core as matrix products
@@ -86,30 +85,41 @@ def conv3d(x: jax.Array, kernel: jax.Array, padding: str = "VALID") -> jax.Array
     return jax.lax.conv_general_dilated(x, kernel, (1, 1, 1), pad, dimension_numbers=_DN3)
 
 
-# Patch width (kh * kw * input channels) from which "folded" computes a spatial convolution's
-# kernel gradient as matrix products of input patches: XLA:CPU's own kernel-gradient
-# convolution is the slowest part of the baseline's wide layers (docs/PERFORMANCE.md).
+# When "folded" runs a stride-1 convolution (spatial, or temporal over (T, H*W)) as matrix
+# products of input patches (`conv2d_patch_products`): XLA:CPU's own convolutions are fast up
+# to 16 output channels and 2-4x slower than the products from 32 (forward, kernel and input
+# gradients); spatial layers with patches from WIDE_SPATIAL_PATCH wide gain at any output
+# width (docs/PERFORMANCE.md).
+PATCH_PRODUCTS_MIN_OUTPUTS = 32
 WIDE_SPATIAL_PATCH = 800
-# Bytes of input patches built at once for that product (a few frames at a time).
-PATCH_CHUNK_BYTES = 64 * 2**20
+# Bytes of patches built at once: a few frames at a time, so they stay near the caches and
+# are never all stored.
+PATCH_CHUNK_BYTES = 16 * 2**20
+# Pixels per block of a temporal layer's time columns: the blocks are the products' "frames".
+TEMPORAL_BLOCK_PIXELS = 64
+
+
+def uses_patch_products(patch_width: int, channels_out: int) -> bool:
+    """Whether "folded" runs a convolution with this patch width (kernel taps x input channels)
+    and output width as patch products."""
+    return channels_out >= PATCH_PRODUCTS_MIN_OUTPUTS or patch_width >= WIDE_SPATIAL_PATCH
 
 
 def spatial_conv_folded(x: jax.Array, kernel: jax.Array, padding: str = "VALID") -> jax.Array:
-    """(1, kh, kw) convolution as a 2D convolution with the frames folded into the batch; wide
-    layers take their kernel gradient from patches (`conv2d_patch_gradient`)."""
+    """(1, kh, kw) convolution as a 2D convolution with the frames folded into the batch."""
     b, t, h, w, c = x.shape
-    flat = x.reshape(b * t, h, w, c)
-    _, kh, kw, ci, _ = kernel.shape
-    if kh * kw * ci >= WIDE_SPATIAL_PATCH:
-        y = conv2d_patch_gradient(jnp.pad(flat, ((0, 0), *_spatial_padding(kernel, padding), (0, 0))), kernel[0])
-    else:
-        y = jax.lax.conv_general_dilated(flat, kernel[0], (1, 1), _spatial_padding(kernel, padding),
-                                         dimension_numbers=_DN2)
+    y = spatial_conv2d(x.reshape(b * t, h, w, c), kernel[0], padding, "folded")
     return y.reshape(b, t, *y.shape[1:])
 
 
-def _conv2d_valid(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), "VALID", dimension_numbers=_DN2)
+def spatial_conv2d(x: jax.Array, kernel: jax.Array, padding: str, impl: str) -> jax.Array:
+    """Stride-1 2D convolution of [N, H, W, Ci] by [kh, kw, Ci, Co] ("VALID" or "SAME"): XLA's,
+    or in the CPU forms as patch products where those are faster (`uses_patch_products`)."""
+    kh, kw, ci, co = kernel.shape
+    pads = [padding_pairs(kh, padding), padding_pairs(kw, padding)]
+    if check(impl) != "native" and uses_patch_products(kh * kw * ci, co):
+        return conv2d_patch_products(jnp.pad(x, ((0, 0), *pads, (0, 0))), kernel)
+    return jax.lax.conv_general_dilated(x, kernel, (1, 1), pads, dimension_numbers=_DN2)
 
 
 def _patches(x: jax.Array, kh: int, kw: int) -> jax.Array:
@@ -118,39 +128,56 @@ def _patches(x: jax.Array, kh: int, kw: int) -> jax.Array:
     return jnp.concatenate([x[:, i:i + ho, j:j + wo] for i in range(kh) for j in range(kw)], axis=-1)
 
 
+def _frame_chunks(x: jax.Array, frames: int) -> jax.Array:
+    """[N, ...] -> [ceil(N / frames), frames, ...]; the last chunk padded with zero frames,
+    which add nothing to the kernel gradient's sums and whose outputs are dropped."""
+    pad = -x.shape[0] % frames
+    return jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1)).reshape(-1, frames, *x.shape[1:])
+
+
+def _frames_per_chunk(count: int, patch_bytes_per_frame: int) -> int:
+    return max(1, min(count, PATCH_CHUNK_BYTES // patch_bytes_per_frame))
+
+
 @jax.custom_vjp
-def conv2d_patch_gradient(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """The unpadded 2D convolution of [N, H, W, Ci] by [kh, kw, Ci, Co]; its kernel gradient is
-    summed over chunks of frames as (patches of the chunk)^T @ (output gradient of the chunk),
-    the patches built in the backward pass a chunk at a time (never all stored)."""
-    return _conv2d_valid(x, kernel)
+def conv2d_patch_products(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """The unpadded 2D convolution of [N, H, W, Ci] by [kh, kw, Ci, Co] as (input patches) @
+    (kernel), a chunk of frames at a time; in the backward pass the kernel gradient is
+    (input patches)^T @ (output gradient) and the input gradient (patches of the zero-padded
+    output gradient) @ (the kernel flipped in space), chunk by chunk, the patches rebuilt."""
+    return _patch_products_forward(x, kernel)[0]
 
 
-def _patch_gradient_forward(x: jax.Array, kernel: jax.Array):
-    return _conv2d_valid(x, kernel), (x, kernel)
+def _patch_products_forward(x: jax.Array, kernel: jax.Array):
+    kh, kw, ci, co = kernel.shape
+    n, h, w, _ = x.shape
+    ho, wo = h - kh + 1, w - kw + 1
+    frames = _frames_per_chunk(n, ho * wo * kh * kw * ci * x.dtype.itemsize)
+    weights = kernel.reshape(-1, co)
+    y = jax.lax.map(lambda chunk: _patches(chunk, kh, kw) @ weights, _frame_chunks(x, frames))
+    return y.reshape(-1, ho, wo, co)[:n], (x, kernel)
 
 
-def _patch_gradient_backward(saved, cotangent: jax.Array):
+def _patch_products_backward(saved, cotangent: jax.Array):
     x, kernel = saved
     kh, kw, ci, co = kernel.shape
-    dx = jax.vjp(lambda v: _conv2d_valid(v, kernel), x)[1](cotangent)[0]
-    n, ho, wo = cotangent.shape[:3]
-    per_frame = ho * wo * kh * kw * ci * x.dtype.itemsize
-    chunk = max(1, min(n, PATCH_CHUNK_BYTES // per_frame))
-    pad = -n % chunk  # zero frames add nothing to the sums
-    xs = jnp.pad(x, ((0, pad), (0, 0), (0, 0), (0, 0))).reshape(-1, chunk, *x.shape[1:])
-    cs = jnp.pad(cotangent, ((0, pad), (0, 0), (0, 0), (0, 0))).reshape(-1, chunk, *cotangent.shape[1:])
+    n, ho, wo, _ = cotangent.shape
+    frames = _frames_per_chunk(n, ho * wo * kh * kw * max(ci, co) * x.dtype.itemsize)
+    flipped = kernel[::-1, ::-1].transpose(0, 1, 3, 2).reshape(-1, ci)
+    spread = ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0))
 
-    def add_chunk(total: jax.Array, pair: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, None]:
-        frames, grads = pair
-        return total + jnp.einsum("nhwp,nhwd->pd", _patches(frames, kh, kw), grads,
-                                  preferred_element_type=jnp.float32), None
+    def chunk_gradients(total: jax.Array, pair: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        inputs, grads = pair
+        total = total + jnp.einsum("nhwp,nhwd->pd", _patches(inputs, kh, kw), grads,
+                                   preferred_element_type=jnp.float32)
+        return total, _patches(jnp.pad(grads, spread), kh, kw) @ flipped
 
-    dk, _ = jax.lax.scan(add_chunk, jnp.zeros((kh * kw * ci, co), jnp.float32), (xs, cs))
-    return dx, dk.reshape(kernel.shape).astype(kernel.dtype)
+    dk, dx = jax.lax.scan(chunk_gradients, jnp.zeros((kh * kw * ci, co), jnp.float32),
+                          (_frame_chunks(x, frames), _frame_chunks(cotangent, frames)))
+    return dx.reshape(-1, *x.shape[1:])[:n], dk.reshape(kernel.shape).astype(kernel.dtype)
 
 
-conv2d_patch_gradient.defvjp(_patch_gradient_forward, _patch_gradient_backward)
+conv2d_patch_products.defvjp(_patch_products_forward, _patch_products_backward)
 
 
 def temporal_conv_folded(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -170,53 +197,30 @@ def temporal_conv_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return sum(jnp.einsum("bthwc,cd->bthwd", x[:, i : i + t], kernel[i, 0, 0]) for i in range(kt))
 
 
-def _time_columns(x: jax.Array, kt: int) -> jax.Array:
-    """[B, T, H, W, C] -> [B, T - kt + 1, H, W, kt * C]: each output frame's kt input frames."""
-    t = x.shape[1] - kt + 1
-    return jnp.concatenate([x[:, i : i + t] for i in range(kt)], axis=-1)
+def temporal_conv_patch_products(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """(kt, 1, 1) convolution as `conv2d_patch_products` of a (kt, 1) kernel over (T, pixels),
+    the pixels cut into blocks of `TEMPORAL_BLOCK_PIXELS` (each block's time columns are one
+    "frame" of the products, so a chunk of patches stays small)."""
+    b, t, h, w, c = x.shape
+    kt, co = kernel.shape[0], kernel.shape[-1]
+    pixels, block = h * w, TEMPORAL_BLOCK_PIXELS
+    pad = -pixels % block  # zero pixels: their outputs are dropped
+    blocks = (pixels + pad) // block
+    xs = jnp.pad(x.reshape(b, t, pixels, c), ((0, 0), (0, 0), (0, pad), (0, 0)))
+    xs = xs.reshape(b, t, blocks, block, c).transpose(0, 2, 1, 3, 4).reshape(b * blocks, t, block, c)
+    y = conv2d_patch_products(xs, kernel.reshape(kt, 1, c, co))
+    t_out = y.shape[1]
+    y = y.reshape(b, blocks, t_out, block, co).transpose(0, 2, 1, 3, 4).reshape(b, t_out, blocks * block, co)
+    return y[:, :, :pixels].reshape(b, t_out, h, w, co)
 
 
-@jax.custom_vjp
-def temporal_conv_gemm_gradient(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """`temporal_conv_folded` (XLA:CPU's fastest forward form at every width), with its
-    gradients as single matrix products over time columns (each output frame's kt input
-    frames side by side): (columns)^T @ (output gradient) for the kernel, (output gradient) @
-    kernel^T spread back over the frames for the input. XLA:CPU's own backward convolutions
-    of these layers are slower (docs/PERFORMANCE.md)."""
-    return temporal_conv_folded(x, kernel)
-
-
-def _temporal_gemm_forward(x: jax.Array, kernel: jax.Array):
-    return temporal_conv_folded(x, kernel), (x, kernel)
-
-
-def _temporal_gemm_backward(saved, cotangent: jax.Array):
-    x, kernel = saved
-    kt, _, _, ci, co = kernel.shape
-    x = x + (0 * jnp.ravel(cotangent)[0]).astype(x.dtype)  # columns built once the gradient exists
-    columns, spread = jax.vjp(lambda v: _time_columns(v, kt), x)
-    flat_kernel = kernel.reshape(kt * ci, co)
-    dk = jnp.einsum("bthwp,bthwd->pd", columns, cotangent, preferred_element_type=jnp.float32)
-    dx = spread(jnp.einsum("bthwd,pd->bthwp", cotangent, flat_kernel.astype(cotangent.dtype)))[0]
-    return dx.astype(x.dtype), dk.reshape(kernel.shape).astype(kernel.dtype)
-
-
-temporal_conv_gemm_gradient.defvjp(_temporal_gemm_forward, _temporal_gemm_backward)
-
-
-# Channels from which "folded" takes a temporal convolution's gradients from time columns
-# (`temporal_conv_gemm_gradient`): XLA:CPU's backward (kt, 1) 2D convolution over (T, H*W) is
-# fastest for narrow layers and falls far behind for wide ones (docs/PERFORMANCE.md).
-WIDE_TEMPORAL = 64
-
-
-def temporal_form(impl: str, channels_in: int, channels_out: int) -> str:
+def temporal_form(impl: str, channels_in: int, channels_out: int, kt: int) -> str:
     """How a (kt, 1, 1) convolution runs in form `impl`: "native" (3D), "folded" (2D over
-    (T, H*W)), "gemm_gradient" (that forward, matrix-product gradients) or "matmul" (shifted
-    frames); "folded" picks by the layer's width."""
+    (T, H*W)), "patches" (`temporal_conv_patch_products`) or "matmul" (shifted frames);
+    "folded" picks by the layer's widths (`uses_patch_products`)."""
     impl = check(impl)
-    if impl == "folded" and min(channels_in, channels_out) >= WIDE_TEMPORAL:
-        return "gemm_gradient"
+    if impl == "folded" and uses_patch_products(kt * channels_in, channels_out):
+        return "patches"
     return impl
 
 
@@ -231,9 +235,9 @@ def factorized_conv(x: jax.Array, kernel: jax.Array, impl: str, padding: str = "
     if kt == 1:
         return spatial_conv_folded(x, kernel, padding)
     if kh == 1 and kw == 1:
-        form = temporal_form(impl, *kernel.shape[3:5])
-        if form == "gemm_gradient":
-            return temporal_conv_gemm_gradient(x, kernel)
+        form = temporal_form(impl, *kernel.shape[3:5], kt)
+        if form == "patches":
+            return temporal_conv_patch_products(x, kernel)
         return temporal_conv_matmul(x, kernel) if form == "matmul" else temporal_conv_folded(x, kernel)
     return conv3d(x, kernel, padding)
 

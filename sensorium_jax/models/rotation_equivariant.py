@@ -210,6 +210,7 @@ class HermiteConv2D(nnx.Module):
         first_layer: bool,
         padding: str,
         init_std: float,
+        kernels_impl: str = "native",
         rngs: nnx.Rngs,
     ):
         if not first_layer and in_features % rotations:
@@ -221,6 +222,7 @@ class HermiteConv2D(nnx.Module):
         self.upsampling = int(upsampling)
         self.first_layer = bool(first_layer)
         self.padding = padding
+        self.kernels = kernels.check(kernels_impl)
 
     def weights_all_rotations(self) -> jax.Array:
         """The filter bank [k, k, I, R * O], built once per call of the layer."""
@@ -230,7 +232,7 @@ class HermiteConv2D(nnx.Module):
     def __call__(self, x: jax.Array, dtype: jnp.dtype) -> jax.Array:
         """[N, H, W, I] -> [N, H', W', R * O] in float32, the convolution run in `dtype`."""
         w = self.weights_all_rotations().astype(dtype)
-        return kernels.conv2d(x.astype(dtype), w, self.padding).astype(jnp.float32)
+        return kernels.spatial_conv2d(x.astype(dtype), w, self.padding, self.kernels).astype(jnp.float32)
 
 
 class RotationEquivariantLayer(nnx.Module):
@@ -250,11 +252,12 @@ class RotationEquivariantLayer(nnx.Module):
         bn_momentum: float,
         nonlinearity: bool,
         compute_dtype: jnp.dtype,
+        kernels_impl: str = "native",
         rngs: nnx.Rngs,
     ):
         self.hermite_conv = HermiteConv2D(
             in_features, out_features, kernel, rotations=rotations, upsampling=upsampling,
-            first_layer=first_layer, padding=padding, init_std=init_std, rngs=rngs,
+            first_layer=first_layer, padding=padding, init_std=init_std, kernels_impl=kernels_impl, rngs=rngs,
         )
         self.norm = nnx.BatchNorm(out_features, momentum=bn_momentum, epsilon=1e-5, rngs=rngs)
         self.rotations = int(rotations)
@@ -293,6 +296,7 @@ class RotationEquivariantCore(nnx.Module):
         gamma_input: float = 0.0,
         gamma_hidden: float = 0.0,
         compute_dtype: str | jnp.dtype = "float32",
+        kernels_impl: str = "native",
         rngs: nnx.Rngs,
     ):
         kernels.padding_pairs(1, input_padding)  # fail early on a bad name
@@ -311,7 +315,7 @@ class RotationEquivariantCore(nnx.Module):
                     ci, int(co), k, rotations=r, upsampling=int(upsampling), first_layer=(l == 0),
                     padding=pad, init_std=float(init_std), bn_momentum=float(bn_momentum),
                     nonlinearity=(l < last or bool(final_nonlinearity)),
-                    compute_dtype=jnp.dtype(compute_dtype), rngs=rngs,
+                    compute_dtype=jnp.dtype(compute_dtype), kernels_impl=kernels_impl, rngs=rngs,
                 )
                 for l, (ci, co, k, pad) in enumerate(zip(ins, channels, sizes, paddings))
             ]
