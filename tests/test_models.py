@@ -400,3 +400,38 @@ def test_competition_scale_shapes():
     out = jax.eval_shape(lambda s, b: nnx.merge(graphdef, s)(b, train=True), state, batch)
     assert out.shape == (2, 62, 1500) and out.dtype == jnp.float32
     assert abstract.core.output_shape(80, 36, 64) == (62, 18, 46, 128)
+
+
+def test_sampled_and_weighed_readout_equals_four_corner_gathers_with_gradients():
+    """The windowed sampling's values and gradients (features, positions, feature weights)
+    equal those of four separate corner gathers with explicit off-map masks, positions on,
+    at and past the map's edges included."""
+    rng = np.random.default_rng(4)
+    feats = jnp.asarray(rng.normal(size=(2, 3, 5, 7, 4)), jnp.float32)
+    grid = rng.uniform(-1.4, 1.4, (2, 3, 13, 2)).astype(np.float32)
+    grid[0, 0, :4] = [[-1, -1], [1, 1], [1, -1], [-1.1, 0.3]]
+    grid = jnp.asarray(grid)
+    weights = jnp.asarray(rng.normal(size=(2, 13, 4)), jnp.float32)
+
+    def corner_gathers(feats, grid, weights):
+        h, w = feats.shape[2:4]
+        x = (grid[..., 0] + 1) * 0.5 * (w - 1)
+        y = (grid[..., 1] + 1) * 0.5 * (h - 1)
+        x0, y0 = jnp.floor(x), jnp.floor(y)
+        total = 0.0
+        for dy, dx in ((0, 0), (0, 1), (1, 0), (1, 1)):
+            xi, yi = (x0 + dx).astype(jnp.int32), (y0 + dy).astype(jnp.int32)
+            share = (1 - jnp.abs(x - xi)) * (1 - jnp.abs(y - yi))
+            on = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+            b, t = jnp.meshgrid(jnp.arange(2), jnp.arange(3), indexing="ij")
+            pixel = feats[b[..., None], t[..., None], jnp.clip(yi, 0, h - 1), jnp.clip(xi, 0, w - 1)]
+            total = total + jnp.where(on, share, 0.0)[..., None] * pixel
+        return jnp.einsum("btnc,bnc->btn", total, weights)
+
+    def loss(fn):
+        return jax.value_and_grad(lambda *a: jnp.sum(jnp.sin(3 * fn(*a))), (0, 1, 2))(feats, grid, weights)
+
+    got = loss(lambda f, g, w: sample_and_weigh(f, g, w, 5))
+    want = loss(corner_gathers)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-5)
