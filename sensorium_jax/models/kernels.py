@@ -142,9 +142,9 @@ def _frames_per_chunk(count: int, patch_bytes_per_frame: int) -> int:
 @jax.custom_vjp
 def conv2d_patch_products(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """The unpadded 2D convolution of [N, H, W, Ci] by [kh, kw, Ci, Co] as (input patches) @
-    (kernel), a chunk of frames at a time; in the backward pass the kernel gradient is
-    (input patches)^T @ (output gradient) and the input gradient (patches of the zero-padded
-    output gradient) @ (the kernel flipped in space), chunk by chunk, the patches rebuilt."""
+    (kernel), a chunk of frames at a time; in the backward pass, chunk by chunk, the kernel
+    gradient is (input patches)^T @ (output gradient), the patches rebuilt, and the input
+    gradient (output gradient) @ (kernel)^T, each tap's share added back at its offset."""
     return _patch_products_forward(x, kernel)[0]
 
 
@@ -162,19 +162,26 @@ def _patch_products_backward(saved, cotangent: jax.Array):
     x, kernel = saved
     kh, kw, ci, co = kernel.shape
     n, ho, wo, _ = cotangent.shape
-    frames = _frames_per_chunk(n, ho * wo * kh * kw * max(ci, co) * x.dtype.itemsize)
-    flipped = kernel[::-1, ::-1].transpose(0, 1, 3, 2).reshape(-1, ci)
-    spread = ((0, 0), (kh - 1, kh - 1), (kw - 1, kw - 1), (0, 0))
+    frames = _frames_per_chunk(n, ho * wo * kh * kw * ci * x.dtype.itemsize)
+    taps_by_output = kernel.reshape(-1, co).T.astype(cotangent.dtype)  # [Co, kh * kw * Ci]
+
+    def input_gradient(grads: jax.Array) -> jax.Array:
+        shares = (grads @ taps_by_output).reshape(*grads.shape[:3], kh, kw, ci)
+        dx = jnp.zeros((grads.shape[0], ho + kh - 1, wo + kw - 1, ci), shares.dtype)
+        for i in range(kh):
+            for j in range(kw):
+                dx = dx.at[:, i:i + ho, j:j + wo].add(shares[:, :, :, i, j])
+        return dx
 
     def chunk_gradients(total: jax.Array, pair: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
         inputs, grads = pair
         total = total + jnp.einsum("nhwp,nhwd->pd", _patches(inputs, kh, kw), grads,
                                    preferred_element_type=jnp.float32)
-        return total, _patches(jnp.pad(grads, spread), kh, kw) @ flipped
+        return total, input_gradient(grads)
 
     dk, dx = jax.lax.scan(chunk_gradients, jnp.zeros((kh * kw * ci, co), jnp.float32),
                           (_frame_chunks(x, frames), _frame_chunks(cotangent, frames)))
-    return dx.reshape(-1, *x.shape[1:])[:n], dk.reshape(kernel.shape).astype(kernel.dtype)
+    return dx.reshape(-1, *x.shape[1:])[:n].astype(x.dtype), dk.reshape(kernel.shape).astype(kernel.dtype)
 
 
 conv2d_patch_products.defvjp(_patch_products_forward, _patch_products_backward)
