@@ -94,7 +94,7 @@ PATCH_PRODUCTS_MIN_OUTPUTS = 32
 WIDE_SPATIAL_PATCH = 800
 # Bytes of patches built at once: a few frames at a time, so they stay near the caches and
 # are never all stored.
-PATCH_CHUNK_BYTES = 16 * 2**20
+PATCH_CHUNK_BYTES = 4 * 2**20
 # Pixels per block of a temporal layer's time columns: the blocks are the products' "frames".
 TEMPORAL_BLOCK_PIXELS = 64
 
