@@ -22,7 +22,7 @@ from sensorium_jax.models import (
 )
 from sensorium_jax.models.gru import FrameCore, GRUModel
 from sensorium_jax.models.gru import default_config as gru_config
-from sensorium_jax.models.kernels import conv2d, conv2d_patches
+from sensorium_jax.models.kernels import conv2d, recurrent_conv
 from sensorium_jax.models.rotation_equivariant import RotationEquivariantCore
 
 T = 6
@@ -118,7 +118,7 @@ def test_patches_convolution_equals_native(kernel):
     x = rng.normal(size=(2, 5, 7, 3)).astype(np.float32)
     w = rng.normal(size=(kernel, kernel, 3, 4)).astype(np.float32)
     np.testing.assert_allclose(
-        jax.jit(conv2d_patches)(x, w), jax.jit(conv2d)(x, w), rtol=1e-5, atol=1e-5
+        jax.jit(recurrent_conv, static_argnums=2)(x, w, "folded"), jax.jit(conv2d)(x, w), rtol=1e-5, atol=1e-5
     )
 
 

@@ -259,25 +259,16 @@ def conv2d(x: jax.Array, kernel: jax.Array, padding: str = "SAME") -> jax.Array:
     return jax.lax.conv_general_dilated(x, kernel, (1, 1), pad, dimension_numbers=_DN2)
 
 
-def conv2d_patches(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """The zero-padded ("SAME") `conv2d` as one matrix product of k^2 shifted copies of x:
-    inside the GRU's scan XLA's CPU convolutions of small states are slow."""
-    k = kernel.shape[0]
-    top, bottom = padding_pairs(k, "SAME")
-    h, w = x.shape[1:3]
-    xp = jnp.pad(x, ((0, 0), (top, bottom), (top, bottom), (0, 0)))
-    patches = jnp.concatenate([xp[:, i : i + h, j : j + w] for i in range(k) for j in range(k)], axis=-1)
-    return patches @ kernel.reshape(-1, kernel.shape[-1])
-
-
 def recurrent_conv(x: jax.Array, kernel: jax.Array, impl: str) -> jax.Array:
-    """The GRU's zero-padded state convolution: native, or as patches ("folded", "matmul").
-
-    The patches are rebuilt in the backward pass instead of stored: kept, they are k^2 copies
-    of every state of the sequence (a 9 x 9 kernel on 80 frames: 81 x the states' memory)."""
+    """The GRU's zero-padded state convolution: native, or as patch products ("folded",
+    "matmul": `conv2d_patch_products`; inside the GRU's scan XLA's CPU convolutions of small
+    states are slow). The patches are rebuilt in the backward pass, not stored: kept, they
+    would be k^2 copies of every state of the sequence (a 9 x 9 kernel: 81 x the states)."""
     if check(impl) == "native":
         return conv2d(x, kernel)
-    return jax.checkpoint(conv2d_patches)(x, kernel)
+    kh, kw = kernel.shape[:2]
+    pads = ((0, 0), padding_pairs(kh, "SAME"), padding_pairs(kw, "SAME"), (0, 0))
+    return conv2d_patch_products(jnp.pad(x, pads), kernel)
 
 
 # --------------------------------------------------------------------------- depthwise convolutions
