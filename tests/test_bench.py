@@ -134,6 +134,25 @@ def test_bench_command_writes_every_figure(tiny_store, cache_dir, tmp_path):
     assert report["sweep"] is None
 
 
+def test_training_flops_count_the_arithmetic_of_the_looped_cpu_forms(smoke_config, monkeypatch):
+    """The CPU form runs convolutions of 32+ outputs in loops over chunks of frames, whose
+    bodies XLA's cost analysis counts once; the step's FLOPs are those of the native form,
+    whichever form runs."""
+    from sensorium_jax.benchmarking.measure import measure_training
+    from sensorium_jax.data.store import open_store
+    from sensorium_jax.models import kernels
+
+    monkeypatch.setattr(kernels, "PATCH_CHUNK_BYTES", 4096)  # many chunks, even on tiny frames
+    store = open_store(smoke_config.data.store)
+    counts = {}
+    for form in ("folded", "native"):
+        config = smoke_config.copy_and_resolve_references()
+        config.model.core.channels = (32, 8)
+        config.model.kernels = form
+        counts[form] = measure_training(config, store, steps=1, warmup=1)["flops_per_step"]
+    assert counts["folded"] == pytest.approx(counts["native"], rel=0.02)
+
+
 def test_bench_sweep_gives_one_row_per_value(tiny_store, cache_dir, tmp_path):
     report = _bench(tiny_store, tmp_path / "sweep.json", "--sweep", "batch_size=1,2", "--inference_rounds", "0")
     assert report["inference"] is None  # skipped on request

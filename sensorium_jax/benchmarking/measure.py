@@ -24,7 +24,7 @@ from sensorium_jax.benchmarking.timing import flops_from_cost_analysis, summariz
 from sensorium_jax.data.card import DatasetCard
 from sensorium_jax.data.store import Store
 from sensorium_jax.inference import Predictor
-from sensorium_jax.models import build_model
+from sensorium_jax.models import build_model, kernels
 from sensorium_jax.training.loop import build_training, device_batches, make_training_dataset
 from sensorium_jax.training.mesh import make_data_mesh
 
@@ -60,6 +60,21 @@ class CompileCounter:
         cls._registered = True
 
 
+def native_form_flops(config: ml_collections.ConfigDict, store: Store, mesh: jax.sharding.Mesh,
+                      batch: dict) -> float | None:
+    """FLOPs of the step's arithmetic, counted on the `native` form's lowering (the whole
+    program, before partitioning). XLA's cost analysis counts a loop's body once, and the CPU
+    forms of `model.kernels` run their convolutions in loops over chunks of frames; the native
+    form computes the same sums without them."""
+    native = config.copy_and_resolve_references()
+    native.model.kernels = "native"
+    setup = build_training(native, store, mesh)
+    try:
+        return flops_from_cost_analysis(setup.train_step.lower(setup.state, batch).cost_analysis())
+    except NotImplementedError:
+        return None
+
+
 def measure_training(config: ml_collections.ConfigDict, store: Store, steps: int, warmup: int = 2,
                      label: str = "train") -> dict:
     """Compile time, per-step times, throughput, FLOPs and memory of `config`'s train step."""
@@ -77,11 +92,15 @@ def measure_training(config: ml_collections.ConfigDict, store: Store, steps: int
     lowered_at = time.perf_counter()
     compiled = lowered.compile()
     compiled_at = time.perf_counter()
-    try:  # XLA costs the SPMD-partitioned program: one device's share of the step
-        flops_per_device = flops_from_cost_analysis(compiled.cost_analysis())
-    except NotImplementedError:
-        flops_per_device = None
-    flops = flops_per_device * jax.device_count() if flops_per_device else None
+    if kernels.resolve(config.model.kernels) == "native":
+        try:  # XLA costs the SPMD-partitioned program: one device's share of the step
+            flops_per_device = flops_from_cost_analysis(compiled.cost_analysis())
+        except NotImplementedError:
+            flops_per_device = None
+        flops = flops_per_device * jax.device_count() if flops_per_device else None
+    else:
+        flops = native_form_flops(config, store, mesh, batch)
+        flops_per_device = flops / jax.device_count() if flops else None
 
     for k in range(max(warmup, 1)):  # the first call reuses the executable compiled above
         if k:
