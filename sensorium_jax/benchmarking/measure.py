@@ -65,7 +65,7 @@ def native_form_flops(config: ml_collections.ConfigDict, store: Store, mesh: jax
     """FLOPs of the step's arithmetic, counted on the `native` form's lowering (the whole
     program, before partitioning). XLA's cost analysis counts a loop's body once, and the CPU
     forms of `model.kernels` run their convolutions in loops over chunks of frames; the native
-    form computes the same sums without them."""
+    form computes the same sums without them. (A model without the option has one form.)"""
     native = config.copy_and_resolve_references()
     native.model.kernels = "native"
     setup = build_training(native, store, mesh)
@@ -92,7 +92,7 @@ def measure_training(config: ml_collections.ConfigDict, store: Store, steps: int
     lowered_at = time.perf_counter()
     compiled = lowered.compile()
     compiled_at = time.perf_counter()
-    if kernels.resolve(config.model.kernels) == "native":
+    if "kernels" not in config.model or kernels.resolve(config.model.kernels) == "native":
         try:  # XLA costs the SPMD-partitioned program: one device's share of the step
             flops_per_device = flops_from_cost_analysis(compiled.cost_analysis())
         except NotImplementedError:
