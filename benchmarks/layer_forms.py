@@ -151,11 +151,11 @@ def main() -> None:
     weights = jax.random.normal(keys[2], (args.clips, args.neurons, FEATURES[-1]))
     readout = lambda f, g, w: sample_and_weigh(f, g, w, 1024)  # noqa: E731 - the config's neuron_chunk
     gradient = jax.grad(lambda f, g, w: jnp.sum(readout(f, g, w) ** 2), argnums=(0, 1, 2))
+    ours = [best_time(jax.jit(fn), features, grid, weights, repeats=args.repeats) for fn in (readout, gradient)]
+    reference = "" if args.no_torch else \
+        " (PyTorch grid_sample: {:.3f} / {:.3f} s)".format(*torch_readout_times(args.clips, args.neurons, args.repeats))
     print(f"Gaussian readout, {args.neurons} neurons: forward / forward + backward "
-          f"{best_time(jax.jit(readout), features, grid, weights, repeats=args.repeats):.3f} / "
-          f"{best_time(jax.jit(gradient), features, grid, weights, repeats=args.repeats):.3f} s"
-          + ("" if args.no_torch else
-             " (PyTorch grid_sample: {:.3f} / {:.3f} s)".format(*torch_readout_times(args.clips, args.neurons, args.repeats))))
+          f"{ours[0]:.3f} / {ours[1]:.3f} s{reference}")
 
 
 if __name__ == "__main__":

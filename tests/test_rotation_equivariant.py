@@ -188,5 +188,6 @@ def test_wide_layers_as_patch_products_equal_the_native_convolutions():
 
         return jax.value_and_grad(loss)(params)
 
-    for got, want in zip(jax.tree.leaves(outputs_and_gradients("folded")), jax.tree.leaves(outputs_and_gradients("native"))):
+    folded, native = outputs_and_gradients("folded"), outputs_and_gradients("native")
+    for got, want in zip(jax.tree.leaves(folded), jax.tree.leaves(native)):
         np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-4)

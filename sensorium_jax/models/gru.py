@@ -240,7 +240,8 @@ class ConvGRU(nnx.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         dt, c, impl = self.compute_dtype, self.channels, self.kernels
         wx = self.input_kernel[...].astype(dt)
-        gx = frames_folded(lambda im: kernels.spatial_conv2d(im.astype(dt), wx, "SAME", impl), x).astype(jnp.float32) + self.bias[...]
+        gx = frames_folded(lambda im: kernels.spatial_conv2d(im.astype(dt), wx, "SAME", impl), x)
+        gx = gx.astype(jnp.float32) + self.bias[...]
         wg = self.gate_kernel[...].astype(dt)
         wc = self.candidate_kernel[...].astype(dt)
 
