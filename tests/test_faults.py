@@ -31,6 +31,9 @@ VOLATILE = ("time", "clips_per_second")  # wall-clock fields differ between any 
 
 # Runs train.py in this interpreter; with FAULT_SLOW_SAVE set, each array write of a save waits a
 # little first, so a SIGKILL seen to land while a save's temporary folder exists lands inside it.
+# With FAULT_EARLY_REPORT set, a failed orbax read has a read still in flight report to the closed
+# event loop before the error reaches the caller, as tensorstore's native callback does
+# (PyErr_Print: sys.excepthook) when a read of the damaged checkpoint finishes in that window.
 LAUNCHER = f"""
 import os, runpy, sys, time
 if os.environ.get("FAULT_SLOW_SAVE"):
@@ -40,6 +43,22 @@ if os.environ.get("FAULT_SLOW_SAVE"):
         time.sleep(0.05)
         return await real(*args, **kwargs)
     serialization.async_serialize_from_host = slow
+if os.environ.get("FAULT_EARLY_REPORT"):
+    import asyncio
+    from orbax.checkpoint._src import asyncio_utils
+    real_run_sync = asyncio_utils.run_sync
+    def run_sync_with_an_early_report(coro):
+        try:
+            return real_run_sync(coro)
+        except Exception:
+            closed = asyncio.new_event_loop()
+            closed.close()
+            try:
+                closed.call_soon_threadsafe(print)
+            except RuntimeError as report:
+                sys.excepthook(RuntimeError, report, report.__traceback__)
+            raise
+    asyncio_utils.run_sync = run_sync_with_an_early_report
 sys.argv = ["train.py"] + sys.argv[1:]
 runpy.run_path({str(REPO / "train.py")!r}, run_name="__main__")
 """
@@ -54,8 +73,9 @@ def _env(**extra: str) -> dict[str, str]:
     return dict(os.environ, JAX_PLATFORMS="cpu", **extra)
 
 
-def _train(store: Path, workdir: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(_command(store, workdir), env=_env(), capture_output=True, text=True, timeout=600, cwd=REPO)
+def _train(store: Path, workdir: Path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(_command(store, workdir), env=_env(**env), capture_output=True, text=True, timeout=600,
+                          cwd=REPO)
 
 
 def _params(step_dir: Path) -> list[np.ndarray]:
@@ -185,7 +205,7 @@ def _garble_meta(step_dir: Path) -> Path:
 def test_damaged_latest_checkpoint_resumes_from_the_older_one(damage, tiny_store, reference, tmp_path):
     workdir = _copy(reference, tmp_path)
     damaged = damage(workdir / "checkpoints" / "latest" / str(STEPS))
-    result = _train(tiny_store, workdir)
+    result = _train(tiny_store, workdir, FAULT_EARLY_REPORT="1")
     assert result.returncode == 0, result.stderr[-3000:]
     warnings = [line for line in result.stderr.splitlines() if line.startswith("warning: checkpoint")]
     assert len(warnings) == 1 and str(damaged) in warnings[0], result.stderr[-3000:]

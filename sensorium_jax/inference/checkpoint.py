@@ -109,13 +109,13 @@ def restore_for_inference(path: str | Path) -> Restored:
     """
     candidates = checkpoint_candidates(path)
     reasons: list[str] = []
+    ignore_abandoned_reads()
     for checkpoint in candidates:
         try:
             restored = _restore_one(checkpoint)
         except Exception as error:  # noqa: BLE001 - any failure to read it means it is unusable
             if is_out_of_memory(error):
                 raise
-            ignore_abandoned_reads()
             reasons.append(damage_reason(error))
             continue
         for damaged, reason in zip(candidates, reasons):  # only when one was intact

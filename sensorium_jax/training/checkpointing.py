@@ -19,7 +19,7 @@ import shutil
 import sys
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import grain
 import jax
@@ -111,6 +111,7 @@ class Checkpoints:
                             key=lambda c: (-c[0], c[1] != LATEST))
         damaged: list[tuple[int, str]] = []
         reasons: list[str] = []
+        ignore_abandoned_reads()
         for step, kind in candidates:
             mismatch = self.layout_mismatch(kind, step, state_like)
             if mismatch:  # intact, but of another model or train-state layout: nothing is moved
@@ -124,7 +125,6 @@ class Checkpoints:
             except Exception as error:  # noqa: BLE001 - any failure to read it means it is unusable
                 if is_out_of_memory(error):
                     raise
-                ignore_abandoned_reads()
                 damaged.append((step, kind))
                 reasons.append(damage_reason(error))
                 continue
@@ -211,44 +211,41 @@ def _leaves(tree: Any) -> dict[str, Any]:
     return {"/".join(name(k) for k in path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
+_ABANDONED_READS_IGNORED = False
+
+
 def ignore_abandoned_reads() -> None:
-    """After a failed restore, orbax's asynchronous tensorstore reads of the damaged checkpoint
-    still finish in the background and report to an event loop that is already closed; Python
-    prints each as an unraisable "Event loop is closed" traceback, which would bury the one-line
-    warning. Those two errors are dropped from then on, however they are reported; any other
-    still prints."""
-    previous = sys.unraisablehook
-    if getattr(previous, "ignores_abandoned_reads", False):
+    """When a restore fails, orbax closes its event loop while tensorstore still has reads of
+    the damaged checkpoint in flight; each one that finishes reports to the closed loop, which
+    Python prints as an "Event loop is closed" traceback that would bury the one-line warning.
+    The reports can land before the restore's error even reaches the caller, so this is set up
+    before the first restore, once per process; only those errors are dropped, however they
+    are reported, and any other still prints."""
+    global _ABANDONED_READS_IGNORED
+    if _ABANDONED_READS_IGNORED:
         return
-
-    def hook(unraisable: Any) -> None:
-        if not _is_abandoned_read(unraisable.exc_value):
-            previous(unraisable)
-
-    hook.ignores_abandoned_reads = True  # type: ignore[attr-defined]
-    sys.unraisablehook = hook
-    previous_thread_hook = threading.excepthook
-
-    def thread_hook(args: Any) -> None:
-        if not _is_abandoned_read(args.exc_value):
-            previous_thread_hook(args)
-
-    threading.excepthook = thread_hook
+    _ABANDONED_READS_IGNORED = True
+    sys.unraisablehook = _skipping_abandoned_reads(sys.unraisablehook, lambda unraisable: unraisable.exc_value)
+    threading.excepthook = _skipping_abandoned_reads(threading.excepthook, lambda args: args.exc_value)
     # tensorstore's native callbacks report a Python error with PyErr_Print, i.e. through
     # sys.excepthook: a bare traceback with no header.
-    previous_excepthook = sys.excepthook
-
-    def excepthook(kind: type[BaseException], error: BaseException, traceback: Any) -> None:
-        if not _is_abandoned_read(error):
-            previous_excepthook(kind, error, traceback)
-
-    sys.excepthook = excepthook
+    sys.excepthook = _skipping_abandoned_reads(sys.excepthook, lambda kind, error, traceback: error)
     # The same abandoned reads can also end in an ERROR log with a traceback, later and from
     # another thread: orbax's own (absl), asyncio's "Task exception was never retrieved" for
     # the read's task, or concurrent.futures' "exception calling callback" when a finished read
     # hands its result to the closed loop. The one-line warning has already said what happened.
     for name in ("absl", "asyncio", "concurrent.futures"):
         logging.getLogger(name).addFilter(_drop_abandoned_read_logs)
+
+
+def _skipping_abandoned_reads(hook: Callable[..., None],
+                              error_of: Callable[..., BaseException | None]) -> Callable[..., None]:
+    """`hook` for every error but an abandoned read's."""
+    def filtered(*args: Any) -> None:
+        if not _is_abandoned_read(error_of(*args)):
+            hook(*args)
+
+    return filtered
 
 
 def _drop_abandoned_read_logs(record: logging.LogRecord) -> bool:
