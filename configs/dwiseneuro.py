@@ -22,6 +22,7 @@ ratio 6, every mouse's readout trained on every clip, the other mice's responses
 first-stage run (`train.distill.teacher`, by default runs/dwiseneuro; with `data.fold=k`, give the
 first-stage run of the same fold) and weighted to 0.36 of the loss (sensorium_jax.training.distillation).
 The paper: each distilled fold model scores ~0.007 above its teacher, their ensemble about the same.
+Both stages on all 7 folds and their ensemble: `python -m sensorium_jax.fold_ensemble` (README).
 `distill_smoke`: the smoke recipe distilled from a smoke run (runs/dwiseneuro_smoke).
 
 Variant `smoke`: the same recipe (raw units, uniform mice, warmup + cosine, EMA, CutMix) on the
@@ -33,10 +34,10 @@ import ml_collections
 
 from sensorium_jax.config import base_config
 from sensorium_jax.models import default_model_config
+from sensorium_jax.recipes import dwiseneuro_distillation
 
 STEPS_PER_EPOCH = 72_000 // 32
 VARIANTS = ("", "smoke", "distill", "distill_smoke")
-DISTILL_RATIO = 0.36  # the predicted entries' share of the loss's weight
 
 
 def get_config(variant: str = "") -> ml_collections.ConfigDict:
@@ -46,17 +47,10 @@ def get_config(variant: str = "") -> ml_collections.ConfigDict:
     if variant in ("smoke", "distill_smoke"):
         config = smoke(config)
     if variant == "distill":
-        config = distill(config, teacher="runs/dwiseneuro", expansion_ratio=6)
+        config = dwiseneuro_distillation(config, teacher="runs/dwiseneuro", expansion_ratio=6)
     if variant == "distill_smoke":
-        config = distill(config, teacher="runs/dwiseneuro_smoke", expansion_ratio=config.model.blocks.expansion_ratio)
-    return config
-
-
-def distill(config: ml_collections.ConfigDict, teacher: str, expansion_ratio: int) -> ml_collections.ConfigDict:
-    """The second stage: the same recipe, every readout also trained on `teacher`'s predictions."""
-    config.model.blocks.expansion_ratio = expansion_ratio
-    config.train.distill.teacher = teacher
-    config.train.distill.ratio = DISTILL_RATIO
+        config = dwiseneuro_distillation(config, teacher="runs/dwiseneuro_smoke",
+                                         expansion_ratio=config.model.blocks.expansion_ratio)
     return config
 
 

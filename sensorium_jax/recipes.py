@@ -52,3 +52,16 @@ def zoo_small_budget(config: ml_collections.ConfigDict) -> ml_collections.Config
     config.train.eval_every = 100
     config.train.log_every = 20
     return config
+
+
+DWISENEURO_DISTILL_RATIO = 0.36  # the predicted entries' share of the loss's weight
+
+
+def dwiseneuro_distillation(config: ml_collections.ConfigDict, teacher: str,
+                            expansion_ratio: int) -> ml_collections.ConfigDict:
+    """DwiseNeuro's second stage: the same recipe, every readout also trained on the
+    predictions of `teacher` (a first-stage workdir) for every mouse. Returns `config`."""
+    config.model.blocks.expansion_ratio = expansion_ratio
+    config.train.distill.teacher = teacher
+    config.train.distill.ratio = DWISENEURO_DISTILL_RATIO
+    return config
