@@ -218,3 +218,24 @@ def _error_summary(stderr: str) -> str:
     lines = [l for l in stderr.splitlines() if "trial/s" not in l and "step/s" not in l]
     key = [l for l in lines if any(w in l for w in ("Error", "error", "Fatal", "Check failed", "abort"))]
     return "\n".join(key[:20] + ["..."] + lines[-30:])
+
+
+def _patch_products_step(devices: int, store: Path) -> dict:
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", JAX_PLATFORMS="cpu")
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tests" / "scripts" / "patch_products_step.py"), str(store), str(REPO / "configs")],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    line = next(l for l in result.stdout.splitlines() if l.startswith("RESULT "))
+    return json.loads(line[len("RESULT "):])
+
+
+def test_patch_products_on_eight_devices_loop_over_each_devices_own_frames(tiny_store):
+    """The CPU form's loops over chunks of frames keep every chunk split over the devices as
+    the batch is: no device gathers the batch to compute all of it, and the losses are one
+    device's."""
+    one, eight = _patch_products_step(1, tiny_store), _patch_products_step(8, tiny_store)
+    assert eight["devices"] == 8
+    assert eight["all_gathers"] == []
+    np.testing.assert_allclose(one["losses"], eight["losses"], rtol=2e-4, atol=1e-5)

@@ -22,6 +22,7 @@ docs/PERFORMANCE.md has the measurements behind each choice.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable, Mapping
 from typing import Literal
@@ -29,6 +30,7 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from jax.sharding import PartitionSpec as P
 
 
 Kernels = Literal["auto", "native", "folded", "matmul"]
@@ -128,15 +130,49 @@ def _patches(x: jax.Array, kh: int, kw: int) -> jax.Array:
     return jnp.concatenate([x[:, i:i + ho, j:j + wo] for i in range(kh) for j in range(kw)], axis=-1)
 
 
-def _frame_chunks(x: jax.Array, frames: int) -> jax.Array:
-    """[N, ...] -> [ceil(N / frames), frames, ...]; the last chunk padded with zero frames,
-    which add nothing to the kernel gradient's sums and whose outputs are dropped."""
-    pad = -x.shape[0] % frames
-    return jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1)).reshape(-1, frames, *x.shape[1:])
+@dataclasses.dataclass(frozen=True)
+class FrameChunks:
+    """How a loop cuts a batch's `frames` into `count` chunks of `size` frames; `split`: the
+    ambient mesh's axes, over which each chunk stays split (empty: contiguous chunks, the
+    last padded with zero frames, which add nothing to the kernel gradient's sums and whose
+    outputs are dropped)."""
+    count: int
+    size: int
+    frames: int
+    split: tuple[str, ...]
+
+    def cut(self, x: jax.Array) -> jax.Array:
+        """[frames, ...] -> [count, size, ...]"""
+        if self.split:  # chunk c: frames c, c + count, c + 2 count, ...
+            chunks = x.reshape(self.size, self.count, *x.shape[1:]).swapaxes(0, 1)
+            return jax.lax.with_sharding_constraint(chunks, P(None, self.split))
+        pad = self.count * self.size - self.frames
+        x = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1))
+        return x.reshape(self.count, self.size, *x.shape[1:])
+
+    def join(self, y: jax.Array) -> jax.Array:
+        """[count, size, ...] -> [frames, ...], the inverse of `cut`."""
+        if self.split:
+            y = y.swapaxes(0, 1).reshape(self.frames, *y.shape[2:])
+            return jax.lax.with_sharding_constraint(y, P(self.split))
+        return y.reshape(self.count * self.size, *y.shape[2:])[:self.frames]
 
 
-def _frames_per_chunk(count: int, patch_bytes_per_frame: int) -> int:
-    return max(1, min(count, PATCH_CHUNK_BYTES // patch_bytes_per_frame))
+def frame_chunks(frames: int, bytes_per_frame: int) -> FrameChunks:
+    """Chunks of at most `PATCH_CHUNK_BYTES` of patches. Under a mesh whose devices share the
+    frames evenly (the batch's leading axis is split over them), chunk c takes every count-th
+    frame, `count` dividing each device's share: every chunk is then split over the devices as
+    the batch is, and each device loops over its own frames (contiguous chunks would each sit
+    on one device, and XLA would gather the whole batch onto every device)."""
+    most = max(1, min(frames, PATCH_CHUNK_BYTES // bytes_per_frame))
+    least_count = -(-frames // most)
+    mesh = jax.sharding.get_abstract_mesh()
+    shards = 1 if mesh.empty else mesh.size
+    if shards > 1 and frames % shards == 0:
+        share = frames // shards
+        count = next((c for c in range(least_count, share + 1) if share % c == 0), share)
+        return FrameChunks(count, frames // count, frames, tuple(mesh.axis_names))
+    return FrameChunks(least_count, most, frames, ())
 
 
 @jax.custom_vjp
@@ -152,17 +188,17 @@ def _patch_products_forward(x: jax.Array, kernel: jax.Array):
     kh, kw, ci, co = kernel.shape
     n, h, w, _ = x.shape
     ho, wo = h - kh + 1, w - kw + 1
-    frames = _frames_per_chunk(n, ho * wo * kh * kw * ci * x.dtype.itemsize)
+    chunks = frame_chunks(n, ho * wo * kh * kw * ci * x.dtype.itemsize)
     weights = kernel.reshape(-1, co)
-    y = jax.lax.map(lambda chunk: _patches(chunk, kh, kw) @ weights, _frame_chunks(x, frames))
-    return y.reshape(-1, ho, wo, co)[:n], (x, kernel)
+    y = jax.lax.map(lambda chunk: _patches(chunk, kh, kw) @ weights, chunks.cut(x))
+    return chunks.join(y), (x, kernel)
 
 
 def _patch_products_backward(saved, cotangent: jax.Array):
     x, kernel = saved
     kh, kw, ci, co = kernel.shape
     n, ho, wo, _ = cotangent.shape
-    frames = _frames_per_chunk(n, ho * wo * kh * kw * ci * x.dtype.itemsize)
+    chunks = frame_chunks(n, ho * wo * kh * kw * ci * x.dtype.itemsize)
     taps_by_output = kernel.reshape(-1, co).T.astype(cotangent.dtype)  # [Co, kh * kw * Ci]
 
     def input_gradient(grads: jax.Array) -> jax.Array:
@@ -180,8 +216,8 @@ def _patch_products_backward(saved, cotangent: jax.Array):
         return total, input_gradient(grads)
 
     dk, dx = jax.lax.scan(chunk_gradients, jnp.zeros((kh * kw * ci, co), jnp.float32),
-                          (_frame_chunks(x, frames), _frame_chunks(cotangent, frames)))
-    return dx.reshape(-1, *x.shape[1:])[:n].astype(x.dtype), dk.reshape(kernel.shape).astype(kernel.dtype)
+                          (chunks.cut(x), chunks.cut(cotangent)))
+    return chunks.join(dx).astype(x.dtype), dk.reshape(kernel.shape).astype(kernel.dtype)
 
 
 conv2d_patch_products.defvjp(_patch_products_forward, _patch_products_backward)
@@ -253,10 +289,8 @@ def factorized_conv(x: jax.Array, kernel: jax.Array, impl: str, padding: str = "
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, padding: str = "SAME") -> jax.Array:
-    """2D convolution of [N, H, W, Ci] by a [k, k, Ci, Co] kernel, stride 1."""
-    k = kernel.shape[0]
-    pad = "VALID" if padding == "VALID" else [padding_pairs(k, padding)] * 2
-    return jax.lax.conv_general_dilated(x, kernel, (1, 1), pad, dimension_numbers=_DN2)
+    """XLA's stride-1 2D convolution of [N, H, W, Ci] by [kh, kw, Ci, Co], whatever the backend."""
+    return spatial_conv2d(x, kernel, padding, "native")
 
 
 def recurrent_conv(x: jax.Array, kernel: jax.Array, impl: str) -> jax.Array:

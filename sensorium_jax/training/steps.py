@@ -103,7 +103,18 @@ def make_update(
         )
         return new_state, metrics
 
-    return update
+    return traced_on(mesh, update)
+
+
+def traced_on(mesh: jax.sharding.Mesh, function: Callable) -> Callable:
+    """`function`, traced with `mesh` as the ambient mesh: kernels that loop over chunks of the
+    batch's frames read it to keep each chunk split over the devices as the batch is
+    (`kernels.frame_chunks`) instead of gathering the batch onto every device."""
+    def on_mesh(*args, **kwargs):
+        with jax.sharding.use_abstract_mesh(mesh.abstract_mesh):
+            return function(*args, **kwargs)
+
+    return on_mesh
 
 
 def make_train_step(
@@ -271,4 +282,4 @@ def make_predict_step(graphdef: nnx.GraphDef, mesh: jax.sharding.Mesh) -> Callab
         model = nnx.merge(graphdef, params, rest, copy=True)
         return model(batch, train=False).astype(jnp.float32)
 
-    return jax.jit(predict, out_shardings=replicated(mesh))
+    return jax.jit(traced_on(mesh, predict), out_shardings=replicated(mesh))
