@@ -95,6 +95,7 @@ def test_a_partial_submission_says_what_it_holds(trained_smoke_workdir, tiny_sto
     evaluate = runpy.run_path(str(REPO / "evaluate.py"))["evaluate"]
     report = evaluate(trained_smoke_workdir, store=tiny_store, out=tmp_path, tiers=["live_test_main"], submission=True)
     store = open_store(tiny_store)
+    assert report["trained_on"] == []
     assert list(report["submission_contents"]) == ["live_test_main"]
     assert report["submission_missing"] == {tier: list(store.mice) for tier in SUBMISSION_TIERS
                                             if tier != "live_test_main"}

@@ -49,7 +49,8 @@ def test_the_ensemble_of_every_fold_is_scored_and_finished_runs_are_not_trained_
         assert saved["train"]["distill"]["teacher"] == run.config.train.distill.teacher
     members = report["checkpoint"].split(",")
     assert [m.split("/checkpoints/")[0] for m in members] == [str(r.workdir) for r in runs]
-    assert report["pooled"] and (tmp_path / "evaluation" / "report.md").exists()
+    assert report["pooled"] and report["trained_on"] == ["oracle"]  # the folds' runs train on train + oracle
+    assert "| oracle (trained on) |" in (tmp_path / "evaluation" / "report.md").read_text()
     rows = json.loads((tmp_path / SUMMARY_FILE).read_text())
     assert [(r["stage"], r["fold"]) for r in rows] == [(r.stage, r.fold) for r in runs]
 

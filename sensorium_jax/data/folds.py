@@ -72,6 +72,14 @@ def uses_folds(data) -> bool:
     return int(data.get("fold", -1)) >= 0
 
 
+def stored_training_tiers(data) -> tuple[str, ...]:
+    """The tiers, as the store names them, whose trials trained a run of `config.data`: a fold
+    run's labelled tiers (all but its own fold's trials of them), else its training tiers."""
+    if uses_folds(data):
+        return tuple(data.get("fold_tiers", ("train", "oracle")))
+    return tuple(data.get("train_tiers", ("train",)))
+
+
 def with_fold_tiers(config):
     """`config` with `data.train_tiers` / `data.validation_tier` set from `data.fold` (itself
     when no fold is asked for): the tiers a store opened with folds calls its trials."""

@@ -38,9 +38,12 @@ def run_evaluation(
     batch_size: int = 8,
     submission: bool = False,
     evaluators: Sequence[str] | None = None,
+    trained_tiers: Sequence[str] = (),
 ) -> dict:
     """Scores `predictor` on every (mouse, tier) with the named evaluators (None: all) and writes
     report.json, report.md, plots and, with `submission`, the competition files into `out`.
+    Scored tiers among `trained_tiers` (whose trials trained the model) are marked as such:
+    their scores are not held out.
 
     Store mice are matched to the model's by name and their neurons by unit id (refused with
     one line when the model does not know them), whatever the store's order."""
@@ -65,6 +68,7 @@ def run_evaluation(
         "mice": {},
         "pooled": {},
         "submission": files,
+        "trained_on": [tier for tier in tiers if tier in set(trained_tiers)],
     }
     if writer is not None:
         report["submission_tiers"] = writer.tier_files()
@@ -80,6 +84,10 @@ def run_evaluation(
     report["plots"], report["notes"] = _plots(predictor, store, results, out, matches)
     if writer is not None:
         report["notes"] += writer.notes()
+    if report["trained_on"]:
+        report["notes"].append(f"**Not held out**: {', '.join(report['trained_on'])}: trials the model trained on "
+                               "(a cross-validation fold's run trains on its labelled tiers' other folds); "
+                               "its own held-out scores are each run's validation.")
     (out / "report.json").write_text(json.dumps(report, indent=2))
     (out / "report.md").write_text(markdown(report))
     return report
@@ -224,7 +232,8 @@ def markdown(report: dict) -> str:
     for tier, v in pooled.items():
         fraction = v.get("fraction_of_ceiling")
         frac = " / ".join(f"{fraction[m]:.2f}" for m in CEILING_METRICS if m in fraction) if fraction else "-"
-        lines.append(f"| {tier} | " + " | ".join(_cell(v.get(c)) for c in columns)
+        name = f"{tier} (trained on)" if tier in report.get("trained_on", ()) else tier
+        lines.append(f"| {name} | " + " | ".join(_cell(v.get(c)) for c in columns)
                      + f" | {v['neurons']} | {v['trials']} | {frac} |")
     if "feve" in columns:
         lines += ["", f"FEVE is the mean over the neurons whose FEV reaches {FEV_THRESHOLD} (the SENSORIUM 2022 "

@@ -26,12 +26,14 @@ def evaluate(
     `out` (default WORKDIR/evaluation); returns report.json's content. `window_rule` (when set)
     replaces each model's own rule for combining fixed-length windows over a trial."""
     from sensorium_jax.data.datasets import open_normalized_store, open_training_store
+    from sensorium_jax.data.folds import stored_training_tiers
     from sensorium_jax.evaluation.report import run_evaluation
     from sensorium_jax.evaluation.scoring import WindowedPredictor, store_kind
     from sensorium_jax.inference import EnsemblePredictor, load
 
     workdir = _absolute(workdir)
     members = [load(path) for path in [workdir, *map(_absolute, ensemble)]]
+    trained_tiers = sorted({tier for member in members for tier in stored_training_tiers(member.config.data)})
     mode = members[0].card.normalization  # batches normalized as the (first) model was trained
     if window_rule:
         members = [WindowedPredictor(member, window_rule) for member in members]
@@ -45,7 +47,7 @@ def evaluate(
     # A static trial has one frame: the kind's burn-in (0), whatever a video-style config says.
     out = _absolute(out) if out else workdir / "evaluation"
     report = run_evaluation(predictor, scored_store, out, tiers=list(tiers) if tiers else None, burn_in=burn_in,
-                            batch_size=batch_size, submission=submission)
+                            batch_size=batch_size, submission=submission, trained_tiers=trained_tiers)
     print((out / "report.md").read_text())
     for tier, mice in report.get("submission_missing", {}).items():
         print(f"warning: incomplete submission: {tier} lacks {', '.join(mice)}")
