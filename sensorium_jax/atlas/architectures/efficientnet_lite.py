@@ -77,9 +77,10 @@ class EfficientNetLite0(nnx.Module):
 
 
 def _assign(var: nnx.Variable, value: np.ndarray) -> None:
-    if tuple(var.value.shape) != tuple(value.shape):
-        raise ValueError(f"weight of shape {value.shape} does not fit {var.value.shape}")
-    var.value = jnp.asarray(value, var.value.dtype)
+    current = var[...]
+    if tuple(current.shape) != tuple(value.shape):
+        raise ValueError(f"weight of shape {value.shape} does not fit {current.shape}")
+    var[...] = jnp.asarray(value, current.dtype)
 
 
 def _conv_weight(w: np.ndarray) -> np.ndarray:
