@@ -9,6 +9,9 @@ from sensorium_jax.models import default_model_config
 from sensorium_jax.recipes import sensorium2023_trainer
 
 
+VARIANTS = ("",)  # get_config takes no variant
+
+
 def get_config():
     config = sensorium2023_trainer(base_config())
     config.model = default_model_config("factorized")

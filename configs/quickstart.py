@@ -11,6 +11,9 @@ from sensorium_jax.config import base_config
 from sensorium_jax.models import default_model_config
 
 
+VARIANTS = ("",)  # get_config takes no variant
+
+
 def get_config():
     config = base_config()
     config.data.synthetic_preset = "small"

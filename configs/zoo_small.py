@@ -22,6 +22,7 @@ from sensorium_jax.recipes import dwiseneuro_distillation, zoo_small_budget
 
 CLIPS = 12
 MODELS = ("factorized", "gru", "dwiseneuro", "dwiseneuro_distill", "ensemble")
+VARIANTS = MODELS  # get_config takes the model's name
 
 
 def factorized_member():

@@ -105,8 +105,12 @@ def test_each_bad_value_is_one_problem_naming_key_and_value(key, value):
 
 
 def test_shipped_configs_have_no_problems():
+    """Every variant of every config file (each file lists its `VARIANTS`)."""
+    from sensorium_jax.config import import_config
+
     for path in sorted((REPO / "configs").glob("*.py")):
-        assert config_problems(load_config(path)) == [], path.name
+        for variant in import_config(path).VARIANTS:
+            assert config_problems(load_config(path, variant or None)) == [], f"{path.name}:{variant}"
 
 
 def test_allowed_values_are_listed():
