@@ -16,8 +16,6 @@ answering, 130 interrupted (README.md, "Exit statuses").
 
 from __future__ import annotations
 
-import sys
-
 from absl import app, flags, logging
 from ml_collections import config_flags
 
@@ -34,19 +32,6 @@ flags.DEFINE_integer("process_id", -1, "This process's index in a multi-process 
 flags.DEFINE_bool("verbose", False, "Show the INFO logs of orbax, absl and JAX (hundreds of lines).")
 
 
-def train(config, workdir: str) -> None:
-    """Trains; an interruption becomes its one line and exit status 130 (the checkpoint is saved)."""
-    from sensorium_jax.errors import INTERRUPTED_EXIT
-    from sensorium_jax.training.interrupts import TrainingInterrupted
-    from sensorium_jax.training.loop import train_and_evaluate
-
-    try:
-        train_and_evaluate(config, workdir)
-    except TrainingInterrupted as interrupted:
-        print(str(interrupted), file=sys.stderr)
-        raise SystemExit(INTERRUPTED_EXIT) from None
-
-
 def main(argv: list[str]) -> None:
     del argv
     if not FLAGS.verbose:
@@ -58,8 +43,9 @@ def main(argv: list[str]) -> None:
     distributed.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
 
     from sensorium_jax.errors import run_cli
+    from sensorium_jax.training.loop import train_and_evaluate
 
-    run_cli(train, FLAGS.config, FLAGS.workdir)
+    run_cli(train_and_evaluate, FLAGS.config, FLAGS.workdir)
     distributed.finish()
 
 

@@ -90,8 +90,8 @@ def run_cli(main: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         detail = str(error).strip().splitlines()[0]
         print(f"error: out of memory ({detail}): {OUT_OF_MEMORY_HINT}", file=sys.stderr)
         raise SystemExit(OUT_OF_MEMORY_EXIT) from None
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupted:  # training's says where its checkpoint went
+        print(str(interrupted) or "interrupted", file=sys.stderr)
         raise SystemExit(INTERRUPTED_EXIT) from None
     except Exception as error:  # noqa: BLE001 - only a full disk is turned into one line
         if not is_disk_full(error):

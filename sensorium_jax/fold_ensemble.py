@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -108,20 +107,15 @@ def _table(rows: Sequence[dict]) -> str:
 def main(argv: Sequence[str]) -> None:
     from absl import flags, logging
 
-    from sensorium_jax.errors import INTERRUPTED_EXIT, run_cli
-    from sensorium_jax.training.interrupts import TrainingInterrupted
+    from sensorium_jax.errors import run_cli
 
     del argv
     FLAGS = flags.FLAGS
     if not FLAGS.verbose:
         logging.set_verbosity(logging.WARNING)
     folds = [int(k) for k in FLAGS.folds] if FLAGS.folds else None
-    try:
-        run_cli(run_fold_ensemble, FLAGS.config, FLAGS.workdir, FLAGS.distill_config, folds,
-                FLAGS.tiers or None, FLAGS.submission)
-    except TrainingInterrupted as interrupted:
-        print(str(interrupted), file=sys.stderr)
-        raise SystemExit(INTERRUPTED_EXIT) from None
+    run_cli(run_fold_ensemble, FLAGS.config, FLAGS.workdir, FLAGS.distill_config, folds, FLAGS.tiers or None,
+            FLAGS.submission)
 
 
 def define_flags() -> None:
